@@ -1,0 +1,276 @@
+"""The `dynakv` command: run nodes, a local dev cluster, quick key/value use, admin.
+
+    dynakv node ...            one node (options in docs/operations.md)
+    dynakv dev [--nodes 3]     a local cluster in the foreground
+    dynakv get|put|delete ...  quick key/value use ($DYNAKV_URL or --url)
+    dynakv admin status|local-get --node URL [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from dynakv.config import PRESETS, preset
+
+DEFAULT_URL = "http://127.0.0.1:8098"
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as one line, exit status 2."""
+
+
+def parse_address(text: str, what: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"{what}: expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def parse_peer(text: str) -> Any:
+    from dynakv.net.server import PeerSpec
+
+    name, sep, rest = text.partition("=")
+    if not sep or not name:
+        raise UsageError(f"--peer: expected NAME=HOST:PORT[/WEIGHT[/ZONE]], got {text!r}")
+    address, *extra = rest.split("/")
+    host, port = parse_address(address, "--peer")
+    weight = 1
+    if extra:
+        if not extra[0].isdigit() or int(extra[0]) < 1:
+            raise UsageError(f"--peer {text}: weight must be a positive integer")
+        weight = int(extra[0])
+    zone = extra[1] if len(extra) > 1 else ""
+    return PeerSpec(name, host, port, weight, zone)
+
+
+# --- dynakv node -------------------------------------------------------------------
+
+
+def add_node_parser(commands: Any) -> None:
+    p = commands.add_parser("node", help="run one node in the foreground")
+    p.add_argument("--name", required=True, help="this node's name, unique in the cluster")
+    p.add_argument("--cluster", default="dynakv", help="the cluster's name (default dynakv)")
+    p.add_argument("--http", default="127.0.0.1:8098", help="HTTP API address HOST:PORT")
+    p.add_argument("--pb", default=None, help="binary protocol address (reserved, not served yet)")
+    p.add_argument("--internode", default="127.0.0.1:8100", help="internode address HOST:PORT")
+    p.add_argument("--data", required=True, help="data directory (created if missing)")
+    p.add_argument("--peer", action="append", default=[], metavar="NAME=HOST:PORT[/WEIGHT[/ZONE]]",
+                   help="another member and its internode address (repeat for each)")
+    p.add_argument("--weight", type=int, default=1, help="share of partitions (default 1)")
+    p.add_argument("--zone", default="", help="failure zone (rack, availability zone)")
+    p.add_argument("--ring-size", type=int, default=None,
+                   help="partitions in the ring, a power of two (used only at creation; default 64)")
+    p.add_argument("--preset", default="lan", choices=sorted(PRESETS), help="timing preset")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(run=run_node_command)
+
+
+def run_node_command(args: argparse.Namespace) -> int:
+    from dynakv.core.ring import is_power_of_two
+    from dynakv.net.server import NodeOptions, run_node
+
+    logging.basicConfig(level=args.log_level.upper(),
+                        format=f"%(asctime)s {args.name} %(levelname)s %(name)s: %(message)s")
+    config = preset(args.preset).with_options(cluster_name=args.cluster)
+    if args.ring_size is not None:
+        if not is_power_of_two(args.ring_size) or args.ring_size > 65536:
+            raise UsageError("--ring-size must be a power of two up to 65536")
+        config = config.with_options(ring_size=args.ring_size)
+    if args.weight < 1:
+        raise UsageError("--weight must be a positive integer")
+    peers = tuple(parse_peer(text) for text in args.peer)
+    names = [args.name, *(peer.name for peer in peers)]
+    if len(set(names)) != len(names):
+        raise UsageError("every member needs a distinct name")
+    options = NodeOptions(
+        name=args.name,
+        data=Path(args.data).resolve(),
+        http=parse_address(args.http, "--http"),
+        internode=parse_address(args.internode, "--internode"),
+        config=config,
+        peers=peers,
+        weight=args.weight,
+        zone=args.zone,
+        pb=parse_address(args.pb, "--pb") if args.pb else None,
+    )
+    run_node(options)
+    return 0
+
+
+# --- dynakv get / put / delete -----------------------------------------------------
+
+
+def add_kv_parsers(commands: Any) -> None:
+    for name, helptext in (("get", "read a key"), ("put", "write a key"),
+                           ("delete", "delete a key")):
+        p = commands.add_parser(name, help=helptext)
+        p.add_argument("--url", default=os.environ.get("DYNAKV_URL", DEFAULT_URL))
+        p.add_argument("--type", default="default", help="bucket type")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.add_argument("bucket")
+        p.add_argument("key")
+        if name == "put":
+            p.add_argument("value", help="the value, or - to read standard input")
+            p.add_argument("--content-type", default="text/plain")
+        if name in ("put", "delete"):
+            p.add_argument("--context", default=None, help="the context (base64) from a read")
+        p.set_defaults(run=run_kv_command, command=name)
+
+
+def run_kv_command(args: argparse.Namespace) -> int:
+    from dynakv.client import Client
+
+    client = Client(args.url)
+    context = base64.b64decode(args.context) if getattr(args, "context", None) else None
+    if args.command == "get":
+        obj = client.get(args.bucket, args.key, bucket_type=args.type)
+        print_object(obj, args.json)
+        return 0 if obj.exists else 1
+    if args.command == "put":
+        value = sys.stdin.buffer.read() if args.value == "-" else args.value.encode()
+        obj = client.put(args.bucket, args.key, value, bucket_type=args.type, context=context,
+                         content_type=args.content_type, return_body=True)
+        print_object(obj, args.json)
+        return 0
+    client.delete(args.bucket, args.key, bucket_type=args.type, context=context)
+    return 0
+
+
+def print_object(obj: Any, as_json: bool) -> None:
+    context = base64.b64encode(obj.context).decode() if obj.context else None
+    if as_json:
+        print(json.dumps({
+            "exists": obj.exists,
+            "deleted": obj.deleted,
+            "context": context,
+            "siblings": [{"value": s.value.decode("utf-8", "replace"),
+                          "content_type": s.content_type, "vtag": s.vtag}
+                         for s in obj.siblings],
+        }, indent=2))
+        return
+    if not obj.exists:
+        print("deleted" if obj.deleted else "not found", file=sys.stderr)
+    for index, sibling in enumerate(obj.siblings):
+        if len(obj.siblings) > 1:
+            print(f"--- sibling {index + 1} of {len(obj.siblings)} (vtag {sibling.vtag})")
+        print(sibling.value.decode("utf-8", "replace"))
+    if context:
+        print(f"context: {context}", file=sys.stderr)
+
+
+# --- dynakv admin --------------------------------------------------------------------
+
+
+def add_admin_parser(commands: Any) -> None:
+    admin = commands.add_parser("admin", help="operator commands; talk to any node")
+    sub = admin.add_subparsers(dest="admin_command", required=True)
+    status = sub.add_parser("status", help="this node's view of the cluster")
+    local = sub.add_parser("local-get", help="the siblings one node holds for a key")
+    local.add_argument("--type", default="default", help="bucket type")
+    local.add_argument("bucket")
+    local.add_argument("key")
+    for p in (status, local):
+        p.add_argument("--node", default=os.environ.get("DYNAKV_URL", DEFAULT_URL),
+                       help="the node's HTTP URL")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(run=run_admin_status)
+    local.set_defaults(run=run_admin_local_get)
+
+
+def http_json(url: str) -> Any:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        message = error.read().decode("utf-8", "replace").strip()
+        raise UsageError(f"{url}: {error.code} {message}") from error
+    except (urllib.error.URLError, OSError) as error:
+        raise UsageError(f"{url}: cannot reach the node ({error})") from error
+
+
+def run_admin_status(args: argparse.Namespace) -> int:
+    status = http_json(args.node.rstrip("/") + "/admin/status")
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"node {status['node']} (server id {status['server_id']}), "
+          f"cluster {status['cluster_name']}, ring of {status['ring_size']} partitions")
+    print(f"{'member':<20} {'up':<6} {'partitions':>10}")
+    for member in status["members"]:
+        print(f"{member['name']:<20} {('up' if member['up'] else 'DOWN'):<6} "
+              f"{member['partitions']:>10}")
+    print(f"requests in flight: {status['requests_in_flight']}")
+    for name, value in status.get("counters", {}).items():
+        print(f"  {name}: {value}")
+    return 0
+
+
+def run_admin_local_get(args: argparse.Namespace) -> int:
+    path = "/admin/local/types/{}/buckets/{}/keys/{}".format(
+        *(urllib.parse.quote(part, safe="") for part in (args.type, args.bucket, args.key)))
+    data = http_json(args.node.rstrip("/") + path)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    siblings = data.get("siblings", [])
+    print(f"node {data['node']}, partition {data['partition']}: {len(siblings)} sibling(s)")
+    for sibling in siblings:
+        state = "tombstone" if sibling.get("deleted") else repr(sibling.get("value"))
+        print(f"  dot {sibling.get('dot')} vtag {sibling.get('vtag')}: {state}")
+    return 0 if siblings else 1
+
+
+# --- main ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dynakv", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command_name", required=True)
+    add_node_parser(commands)
+    from dynakv.devcluster import add_dev_parser
+
+    add_dev_parser(commands)
+    add_kv_parsers(commands)
+    add_admin_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.run(args)
+        return result
+    except UsageError as error:
+        print(f"dynakv: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:
+        from dynakv.storage.datadir import DataDirError
+
+        known: tuple[type[Exception], ...] = (DataDirError, OSError, ValueError)
+        try:
+            from dynakv.client import DynakvClientError
+
+            known = (*known, DynakvClientError)
+        except ImportError:
+            pass
+        if isinstance(error, known):
+            print(f"dynakv: {error}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

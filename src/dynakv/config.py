@@ -1,0 +1,53 @@
+"""One Config object, documented, passed explicitly; presets for common settings.
+
+Defaults come from the Dynamo paper and Riak: a ring of 64 partitions, N=3,
+R=W=2 (quorum), gossip every second. Timeouts are in milliseconds (names carry
+their unit last). Presets: `local` (one machine: short timeouts, for dev and
+tests), `lan` (a data centre, the default), `wan` (long round trips).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    # The cluster's name: nodes of another cluster are refused at the handshake.
+    cluster_name: str = "dynakv"
+    # Partitions in the ring: a power of two, fixed when the cluster is created.
+    ring_size: int = 64
+    # Replicas per key for buckets that do not set n_val.
+    n_val: int = 3
+    # A client request that gets no quorum in this time answers 503.
+    request_timeout_ms: int = 10_000
+    # How long a peer connection may take to open before the peer counts as down.
+    connect_timeout_ms: int = 1_000
+    # How often a down peer is probed (a reconnect attempt) until it answers.
+    reconnect_interval_ms: int = 500
+    # Group commit: at most this many writes in one storage transaction.
+    group_commit_writes_max: int = 5_000
+    # Hinted handoff (temporary-failures issue); switch off to let replicas miss writes.
+    hinted_handoff_enabled: bool = True
+
+    def with_options(self, **changes: Any) -> Config:
+        known = {field.name for field in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ValueError(f"unknown config option(s): {', '.join(unknown)}")
+        return replace(self, **changes)
+
+
+PRESETS: dict[str, Config] = {
+    "local": Config(request_timeout_ms=5_000, connect_timeout_ms=500, reconnect_interval_ms=250),
+    "lan": Config(),
+    "wan": Config(request_timeout_ms=30_000, connect_timeout_ms=5_000, reconnect_interval_ms=2_000),
+}
+
+
+def preset(name: str) -> Config:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None

@@ -1,0 +1,209 @@
+"""Request coordination state: the put and get state machines of one request.
+
+Pure bookkeeping: what has been asked, what has answered, and whether the quorum
+is met, can no longer be met, or is still open. The node (core/node.py) creates
+these, feeds them replies, and turns their outcomes into replies and messages.
+
+Quorum rules, as in Riak:
+- put: answer after W acknowledgements (the coordinator's own stored write counts
+  as one), DW of them durable (every acknowledgement here is durable, since a
+  node persists before it answers), and PW of them from primary owners;
+- get: answer after R successful replies, PR of them from primaries; a notfound
+  counts as a success when notfound_ok is set; with notfound_ok unset and
+  basic_quorum set, a majority of notfounds answers notfound early.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from dynakv.core import api, dvvset
+
+
+class Outcome(Enum):
+    PENDING = "pending"
+    SUCCESS = "success"
+    NOT_FOUND = "not_found"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientReplyTo:
+    client_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerReplyTo:
+    node: str
+    request_id: int
+
+
+ReplyTo = ClientReplyTo | PeerReplyTo
+
+
+@dataclass(slots=True)
+class PutState:
+    reply_to: ReplyTo
+    deadline_ms: int
+    partition: int
+    key: bytes
+    obj: api.Object
+    w: int
+    dw: int
+    pw: int
+    return_body: bool
+    primaries: frozenset[str]
+    waiting: set[str]
+    acks: int = 0
+    primary_acks: int = 0
+    failed: list[str] = field(default_factory=list)
+    done: bool = False
+
+    def ack(self, node: str) -> None:
+        if node in self.waiting:
+            self.waiting.discard(node)
+            self.acks += 1
+            if node in self.primaries:
+                self.primary_acks += 1
+
+    def fail(self, node: str, reason: str) -> None:
+        if node in self.waiting:
+            self.waiting.discard(node)
+            self.failed.append(f"{node}: {reason}")
+
+    def outcome(self) -> Outcome:
+        needed = max(self.w, self.dw)
+        if self.acks >= needed and self.primary_acks >= self.pw:
+            return Outcome.SUCCESS
+        possible = self.acks + len(self.waiting)
+        possible_primary = self.primary_acks + len(self.waiting & self.primaries)
+        if possible < needed or possible_primary < self.pw:
+            return Outcome.FAILED
+        return Outcome.PENDING
+
+    def failure_message(self) -> str:
+        needed = max(self.w, self.dw)
+        text = (
+            f"w={self.w} dw={self.dw} pw={self.pw} not met: {self.acks} of {needed} "
+            f"acknowledgements ({self.primary_acks} from primaries)"
+        )
+        if self.failed:
+            text += "; " + ", ".join(self.failed)
+        return text + "; the write may or may not survive (indeterminate)"
+
+
+@dataclass(slots=True)
+class GetState:
+    reply_to: ReplyTo
+    deadline_ms: int
+    partition: int
+    key: bytes
+    r: int
+    pr: int
+    notfound_ok: bool
+    basic_quorum: bool
+    single_value: bool  # allow_mult false or last_write_wins: resolve to one sibling
+    asked: tuple[str, ...]
+    primaries: frozenset[str]
+    replies: dict[str, api.Object | None] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    failed_nodes: set[str] = field(default_factory=set)
+    done: bool = False
+
+    def reply(self, node: str, obj: api.Object | None) -> None:
+        if node in self.asked and node not in self.replies:
+            self.replies[node] = obj
+
+    def fail(self, node: str, reason: str) -> None:
+        if node in self.asked and node not in self.replies:
+            self.errors.append(f"{node}: {reason}")
+            self.replies[node] = None
+            self.failed_nodes.add(node)
+
+    def _counts(self) -> tuple[int, int, int, int]:
+        found = notfound = ok_primary = 0
+        for node, obj in self.replies.items():
+            if node in self.failed_nodes:
+                continue
+            if obj is None:
+                notfound += 1
+                if self.notfound_ok and node in self.primaries:
+                    ok_primary += 1
+            else:
+                found += 1
+                if node in self.primaries:
+                    ok_primary += 1
+        return found, notfound, ok_primary, len(self.failed_nodes)
+
+    def outcome(self) -> Outcome:
+        found, notfound, ok_primary, failed = self._counts()
+        successes = found + (notfound if self.notfound_ok else 0)
+        if successes >= self.r and ok_primary >= self.pr:
+            return Outcome.SUCCESS if found else Outcome.NOT_FOUND
+        waiting = len(self.asked) - len(self.replies)
+        if not self.notfound_ok and self.basic_quorum and notfound >= len(self.asked) // 2 + 1:
+            return Outcome.NOT_FOUND
+        unanswered_primaries = len(self.primaries - set(self.replies))
+        if successes + waiting < self.r or ok_primary + unanswered_primaries < self.pr:
+            if failed == 0 and found == 0:
+                return Outcome.NOT_FOUND
+            return Outcome.FAILED
+        return Outcome.PENDING
+
+    def merged(self) -> api.Object | None:
+        found = [obj for node, obj in sorted(self.replies.items()) if obj is not None]
+        if not found:
+            return None
+        return dvvset.sync_all(found)
+
+    def failure_message(self) -> str:
+        found, notfound, ok_primary, _failed = self._counts()
+        successes = found + (notfound if self.notfound_ok else 0)
+        text = (
+            f"r={self.r} pr={self.pr} not met: {successes} of {self.r} replies "
+            f"({ok_primary} from primaries)"
+        )
+        if self.errors:
+            text += "; " + ", ".join(self.errors)
+        return text
+
+
+@dataclass(slots=True)
+class ForwardState:
+    """A write this node forwarded to a coordinator on the key's preference list."""
+
+    reply_to: ReplyTo
+    deadline_ms: int
+    coordinator: str
+    done: bool = False
+
+
+@dataclass(slots=True)
+class ListState:
+    """A streamed key or bucket listing over a coverage plan of the partitions."""
+
+    reply_to: ClientReplyTo
+    deadline_ms: int
+    bucket_type: str
+    bucket: str  # "" lists bucket names
+    n_val: int
+    todo: list[int]  # partitions not started
+    in_flight: dict[int, tuple[str, bytes]] = field(default_factory=dict)  # partition -> (node, start)
+    ready: list[tuple[int, bytes | None]] = field(default_factory=list)  # pages to continue
+    unacked: int = 0
+    seen_buckets: set[str] = field(default_factory=set)
+    tried: dict[int, set[str]] = field(default_factory=dict)
+    done: bool = False
+
+
+RequestState = PutState | GetState | ForwardState | ListState
+
+
+def live_siblings(obj: api.Object) -> tuple[api.Content, ...]:
+    return tuple(value for value in dvvset.values(obj) if not value.deleted)
+
+
+def resolve_single(obj: api.Object) -> api.Object:
+    """One sibling left, newest first (allow_mult false or last_write_wins)."""
+    return dvvset.last_write_wins(obj, api.newer)

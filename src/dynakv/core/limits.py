@@ -1,0 +1,47 @@
+"""Every bound dynakv enforces, in one place, each with the reason for its value.
+
+Past a bound the node answers a clear error (HTTP 400/413/503) instead of growing
+memory without limit (TigerBeetle's static limits; uvicorn's limit_concurrency).
+"""
+
+from __future__ import annotations
+
+# Keys: the bucket type, bucket and key, encoded together (msgpack, a few bytes
+# of framing), are stored as one LMDB key behind a 4-byte partition prefix, and
+# LMDB refuses keys above 511 bytes. So: at most 480 bytes together.
+FULL_KEY_SIZE_MAX_BYTES = 480
+KEY_SIZE_MAX_BYTES = FULL_KEY_SIZE_MAX_BYTES
+# Bucket and bucket type names share the key's reasoning.
+BUCKET_NAME_SIZE_MAX_BYTES = 255
+# Values: Riak warns at 5 MiB and refuses at 50 MiB; large objects hurt every
+# replica's latency. We refuse past 16 MiB, which also bounds internode frames.
+VALUE_SIZE_MAX_BYTES = 16 * 1024 * 1024
+# User metadata (X-Riak-Meta-*, links, indexes) per sibling.
+METADATA_SIZE_MAX_BYTES = 64 * 1024
+# Siblings per key: Riak's max_siblings default is 100. A write that would leave
+# more live siblings than this is refused (HTTP 409) until a client resolves them
+# by writing back with the context of a read.
+SIBLINGS_PER_KEY_MAX = 100
+# One internode frame carries at most one object with all its siblings, plus
+# headers: bounded by the value and sibling limits, with room for a batch.
+FRAME_SIZE_MAX_BYTES = 64 * 1024 * 1024
+# Client requests a node coordinates at once; past it, 503 Busy.
+REQUESTS_IN_FLIGHT_MAX = 10_000
+# Messages queued for one peer that is not draining them; past it, new ones are
+# dropped (the requests they belonged to time out and answer 503).
+PEER_QUEUE_MAX_MESSAGES = 50_000
+# Keys per page of a key listing between nodes (bounds one message and the
+# memory of a streaming listing to one page per partition in flight).
+LIST_KEYS_PAGE_MAX = 1_000
+# Partitions a listing fetches in parallel (memory: this many pages).
+LIST_KEYS_PARTITIONS_IN_FLIGHT_MAX = 4
+# Distinct buckets a bucket listing holds in memory before refusing.
+LIST_BUCKETS_MAX = 100_000
+# Ring sizes: a power of two between these bounds (Riak: 8 .. 1024 typical;
+# the simulator runs up to 2^16 for scale studies).
+RING_SIZE_MIN = 1
+RING_SIZE_MAX = 1 << 16
+# Replicas per key.
+N_VAL_MAX = 16
+# Request timeout a client may ask for.
+REQUEST_TIMEOUT_MAX_MS = 10 * 60 * 1000

@@ -1,0 +1,123 @@
+"""Internode messages: frozen, slotted dataclasses with fixed codec tags.
+
+Every message a node sends to a peer is one of these; `Message` is their union and
+the node dispatches on it with an exhaustive match.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dynakv.core import api, codec, dvvset
+from dynakv.core.errors import ErrorKind
+
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaPut:
+    """Merge this object into your replica and acknowledge (request_id 0: no ack)."""
+
+    request_id: int
+    partition: int
+    key: bytes
+    obj: api.Object
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaPutAck:
+    request_id: int
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaGet:
+    request_id: int
+    partition: int
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaGetReply:
+    request_id: int
+    obj: api.Object | None
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Coordinate this write for me (I am not on its preference list)."""
+
+    request_id: int
+    request: api.PutRequest | api.DeleteRequest
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardReply:
+    request_id: int
+    response: api.Response
+
+
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    """Send me one page of a partition's keys (bucket set) or bucket names (bucket "")."""
+
+    request_id: int
+    partition: int
+    bucket_type: str
+    bucket: str
+    start: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ListPageReply:
+    request_id: int
+    partition: int
+    items: tuple[str, ...]
+    next_start: bytes | None  # None: the partition is done
+
+
+@dataclass(frozen=True, slots=True)
+class BucketPropsUpdate:
+    """Bucket properties (None: reset to defaults), newest version wins."""
+
+    bucket_type: str
+    bucket: str
+    props: dict[str, Any] | None
+    version: tuple[int, str]
+
+
+Message = (
+    ReplicaPut
+    | ReplicaPutAck
+    | ReplicaGet
+    | ReplicaGetReply
+    | Forward
+    | ForwardReply
+    | ListPage
+    | ListPageReply
+    | BucketPropsUpdate
+)
+
+for _tag, _cls in enumerate(
+    (
+        dvvset.Clock, dvvset.Entry, api.Content,
+        api.GetRequest, api.PutRequest, api.DeleteRequest,
+        api.ObjectResponse, api.DoneResponse, api.ErrorResponse,
+        ReplicaPut, ReplicaPutAck, ReplicaGet, ReplicaGetReply, Forward, ForwardReply,
+        ListPage, ListPageReply, BucketPropsUpdate,
+    ),
+    start=1,
+):
+    codec.register(_tag, _cls)
+codec.register_enum(1, ErrorKind)
+
+
+def encode_object(obj: api.Object) -> bytes:
+    return codec.encode(obj)
+
+
+def decode_object(data: bytes) -> api.Object:
+    obj = codec.decode(data)
+    assert isinstance(obj, dvvset.Clock)
+    return obj

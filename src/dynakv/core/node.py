@@ -1,0 +1,797 @@
+"""A dynakv node as a deterministic state machine (sans-I/O).
+
+The driver feeds it events (a client request, a peer's message, a timer tick, a
+peer seen up or down), each with `now_ms`; the node answers with effects gathered
+in an Output: storage writes, messages to peers, replies to clients. The driver
+must make the writes durable before it sends the messages and replies of the same
+Output (persist, then send); until it reports them durable (`on_durable`), the
+node reads its own writes from a pending set. `next_deadline_ms` says when the
+driver must deliver the next Tick.
+
+Every node runs the same code and can coordinate any request (symmetry); none is
+special (decentralization).
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from dynakv.config import Config
+from dynakv.core import api, codec, dvvset, limits
+from dynakv.core import messages as m
+from dynakv.core.buckets import BucketProps, apply_props, resolve_quorum
+from dynakv.core.coordinator import (
+    ClientReplyTo,
+    ForwardState,
+    GetState,
+    ListState,
+    Outcome,
+    PeerReplyTo,
+    PutState,
+    ReplyTo,
+    RequestState,
+    live_siblings,
+    resolve_single,
+)
+from dynakv.core.errors import ClientError, DynakvError, ErrorKind, Unavailable
+from dynakv.core.ring import (
+    Ring,
+    Target,
+    key_bytes,
+    preference_list,
+    primary_owners,
+    split_key_bytes,
+)
+from dynakv.core.storage import META_PARTITION, Storage, Write
+
+# --- events -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClientEvent:
+    client_id: int
+    request: api.Request
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAckEvent:
+    """The driver passed the last streamed chunk of `client_id` to the client."""
+
+    client_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEvent:
+    sender: str
+    message: m.Message
+
+
+@dataclass(frozen=True, slots=True)
+class TickEvent:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatusEvent:
+    """The driver saw a peer's connection open (up) or fail (down)."""
+
+    node: str
+    up: bool
+
+
+Event = ClientEvent | StreamAckEvent | MessageEvent | TickEvent | PeerStatusEvent
+
+
+@dataclass(slots=True)
+class Output:
+    """Effects of the events since the last take_output: persist `writes`, then send."""
+
+    writes: list[Write] = field(default_factory=list)
+    write_seq: int = 0  # on_durable(write_seq) once the writes are durable
+    messages: list[tuple[str, m.Message]] = field(default_factory=list)
+    replies: list[tuple[int, api.Response]] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.writes or self.messages or self.replies)
+
+
+BUCKET_META_PREFIX = b"bucket\x00"
+
+
+def bucket_meta_key(bucket_type: str, bucket: str) -> bytes:
+    return BUCKET_META_PREFIX + codec.encode([bucket_type, bucket])
+
+
+class Node:
+    def __init__(
+        self,
+        *,
+        name: str,
+        server_id: str,
+        ring: Ring,
+        peers: Sequence[str],
+        storage: Storage,
+        config: Config,
+        rng: random.Random,
+        now_ms: int = 0,
+    ) -> None:
+        self.name = name
+        self.server_id = server_id
+        self.ring = ring
+        self.peers = sorted(set(peers) - {name})
+        self.storage = storage
+        self.config = config
+        self.rng = rng
+        self.now_ms = now_ms
+        self.down: set[str] = set()
+        self.stats: dict[str, int] = {}
+        self._pending: dict[tuple[int, bytes], tuple[int, bytes | None]] = {}
+        self._write_seq = 0
+        self._out = Output()
+        self._requests: dict[int, RequestState] = {}
+        self._client_streams: dict[int, int] = {}  # client id -> listing request id
+        self._deadlines: list[tuple[int, int]] = []
+        self._next_request_id = 1
+        self._bucket_props: dict[tuple[str, str], tuple[BucketProps, tuple[int, str]]] = {}
+        self._load_bucket_props()
+
+    # --- driver interface -----------------------------------------------------------
+
+    def step(self, event: Event, now_ms: int) -> None:
+        self.now_ms = max(self.now_ms, now_ms)
+        match event:
+            case ClientEvent(client_id, request):
+                self._on_client(client_id, request)
+            case StreamAckEvent(client_id):
+                self._on_stream_ack(client_id)
+            case MessageEvent(sender, message):
+                self._on_message(sender, message)
+            case TickEvent():
+                self._expire()
+            case PeerStatusEvent(node, up):
+                self._on_peer_status(node, up)
+
+    def take_output(self) -> Output:
+        out, self._out = self._out, Output()
+        out.write_seq = self._write_seq
+        return out
+
+    def on_durable(self, write_seq: int) -> None:
+        """The driver made every write up to `write_seq` durable."""
+        for key in [k for k, (seq, _) in self._pending.items() if seq <= write_seq]:
+            del self._pending[key]
+
+    def on_write_failed(self, write_seq: int) -> None:
+        """The driver could not persist writes up to `write_seq`: forget them."""
+        self.on_durable(write_seq)
+
+    def next_deadline_ms(self) -> int | None:
+        while self._deadlines and self._deadlines[0][1] not in self._requests:
+            heapq.heappop(self._deadlines)
+        return self._deadlines[0][0] if self._deadlines else None
+
+    def up_nodes(self) -> set[str]:
+        return {self.name, *(peer for peer in self.peers if peer not in self.down)}
+
+    # --- storage view ---------------------------------------------------------------
+
+    def _read(self, partition: int, key: bytes) -> bytes | None:
+        pending = self._pending.get((partition, key))
+        if pending is not None:
+            return pending[1]
+        return self.storage.get(partition, key)
+
+    def _write(self, partition: int, key: bytes, value: bytes | None) -> None:
+        self._write_seq += 1
+        self._pending[(partition, key)] = (self._write_seq, value)
+        self._out.writes.append(Write(partition, key, value))
+
+    def read_object(self, partition: int, key: bytes) -> api.Object | None:
+        data = self._read(partition, key)
+        return None if data is None else m.decode_object(data)
+
+    def _store_object(self, partition: int, key: bytes, obj: api.Object) -> None:
+        self._write(partition, key, m.encode_object(obj))
+
+    def _scan(self, partition: int, start: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        """Storage scan with this node's own pending writes laid over it."""
+        stored = self.storage.scan(partition, start, limit)
+        pending = {
+            key: value
+            for (p, key), (_, value) in self._pending.items()
+            if p == partition and key >= start
+        }
+        if not pending:
+            return stored
+        merged = {key: value for key, value in stored}
+        bound = stored[-1][0] if len(stored) >= limit else None
+        for key, value in pending.items():
+            if bound is not None and key > bound:
+                continue
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        return sorted(merged.items())[:limit]
+
+    # --- bucket properties ----------------------------------------------------------
+
+    def _load_bucket_props(self) -> None:
+        for key, value in self.storage.scan(META_PARTITION, BUCKET_META_PREFIX, 1 << 30):
+            if not key.startswith(BUCKET_META_PREFIX):
+                break
+            bucket_type, bucket = codec.decode(key[len(BUCKET_META_PREFIX):])
+            props, version = codec.decode(value)
+            base = BucketProps(n_val=self.config.n_val)
+            self._bucket_props[(bucket_type, bucket)] = (
+                apply_props(base, dict(props or {})),
+                (int(version[0]), str(version[1])),
+            )
+
+    def props_for(self, bucket_type: str, bucket: str) -> BucketProps:
+        found = self._bucket_props.get((bucket_type, bucket))
+        return found[0] if found else BucketProps(n_val=self.config.n_val)
+
+    def _set_bucket_props(
+        self, bucket_type: str, bucket: str, props: dict[str, Any] | None,
+        version: tuple[int, str],
+    ) -> bool:
+        current = self._bucket_props.get((bucket_type, bucket))
+        if current is not None and current[1] >= version:
+            return False
+        base = BucketProps(n_val=self.config.n_val)
+        self._bucket_props[(bucket_type, bucket)] = (apply_props(base, props or {}), version)
+        self._write(
+            META_PARTITION, bucket_meta_key(bucket_type, bucket), codec.encode([props, version])
+        )
+        return True
+
+    def _bucket_props_version(self) -> tuple[int, str]:
+        newest = max((v for _, v in self._bucket_props.values()), default=(0, ""))
+        return (max(self.now_ms, newest[0] + 1), self.name)
+
+    # --- helpers --------------------------------------------------------------------
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        self.stats[name] = self.stats.get(name, 0) + amount
+
+    def _send(self, node: str, message: m.Message) -> None:
+        self._out.messages.append((node, message))
+
+    def _reply(self, reply_to: ReplyTo, response: api.Response) -> None:
+        if isinstance(response, api.ErrorResponse):
+            self._count(f"errors_{response.kind.value}")
+        match reply_to:
+            case ClientReplyTo(client_id):
+                self._out.replies.append((client_id, response))
+            case PeerReplyTo(node, request_id):
+                self._send(node, m.ForwardReply(request_id, response))
+
+    def _new_request(self, state: RequestState) -> int:
+        request_id = self._next_request_id
+        self._next_request_id += 1
+        self._requests[request_id] = state
+        heapq.heappush(self._deadlines, (state.deadline_ms, request_id))
+        return request_id
+
+    def _finish(self, request_id: int) -> None:
+        state = self._requests.pop(request_id, None)
+        if isinstance(state, ListState):
+            self._client_streams.pop(state.reply_to.client_id, None)
+
+    def _deadline(self, timeout_ms: int | None) -> int:
+        if timeout_ms is None:
+            timeout_ms = self.config.request_timeout_ms
+        if not 1 <= timeout_ms <= limits.REQUEST_TIMEOUT_MAX_MS:
+            raise ClientError(f"timeout must be between 1 and {limits.REQUEST_TIMEOUT_MAX_MS} ms")
+        return self.now_ms + timeout_ms
+
+    def _vtag(self) -> str:
+        return f"{self.rng.getrandbits(64):016x}"
+
+    def _preference(self, partition: int, n_val: int) -> list[Target]:
+        return preference_list(self.ring, partition, n_val, self.up_nodes())
+
+    # --- client requests ------------------------------------------------------------
+
+    def _on_client(self, client_id: int, request: api.Request) -> None:
+        reply_to = ClientReplyTo(client_id)
+        try:
+            if len(self._requests) >= limits.REQUESTS_IN_FLIGHT_MAX:
+                raise Unavailable("busy: too many requests in flight", ErrorKind.BUSY)
+            self._handle_client(reply_to, request)
+        except DynakvError as error:
+            self._reply(reply_to, api.ErrorResponse(error.kind, error.message))
+
+    def _handle_client(self, reply_to: ClientReplyTo, request: api.Request) -> None:
+        match request:
+            case api.GetRequest():
+                self._count("gets")
+                self._start_get(reply_to, request)
+            case api.PutRequest() | api.DeleteRequest():
+                self._count("puts" if isinstance(request, api.PutRequest) else "deletes")
+                self._start_write(reply_to, request, forwarded=False)
+            case api.ListKeysRequest() | api.ListBucketsRequest():
+                self._count("listings")
+                self._start_listing(reply_to, request)
+            case api.GetBucketPropsRequest(bucket_type, bucket):
+                props = self.props_for(bucket_type, bucket)
+                self._reply(reply_to, api.PropsResponse(props.to_json()))
+            case api.SetBucketPropsRequest(bucket_type, bucket, props):
+                self._change_bucket_props(reply_to, bucket_type, bucket, props)
+            case api.ResetBucketPropsRequest(bucket_type, bucket):
+                self._change_bucket_props(reply_to, bucket_type, bucket, None)
+            case api.PreflistRequest(bucket_type, bucket, key):
+                api.check_key(bucket_type, bucket, key)
+                props = self.props_for(bucket_type, bucket)
+                partition = self.ring.partition_of(bucket_type, bucket, key)
+                targets = self._preference(partition, props.n_val)
+                self._reply(
+                    reply_to,
+                    api.PreflistResponse(tuple((t.partition, t.node, t.primary) for t in targets)),
+                )
+            case api.LocalGetRequest(bucket_type, bucket, key):
+                api.check_key(bucket_type, bucket, key)
+                self._reply(reply_to, self._local_get(bucket_type, bucket, key))
+            case api.StatusRequest():
+                self._reply(reply_to, api.StatusResponse(self.status()))
+
+    def _change_bucket_props(
+        self, reply_to: ReplyTo, bucket_type: str, bucket: str, props: dict[str, Any] | None
+    ) -> None:
+        api.check_name("bucket type", bucket_type, limits.BUCKET_NAME_SIZE_MAX_BYTES)
+        api.check_name("bucket", bucket, limits.BUCKET_NAME_SIZE_MAX_BYTES)
+        if props is not None:
+            current = self._bucket_props.get((bucket_type, bucket))
+            merged = dict(self._stored_props_json(bucket_type, bucket) if current else {})
+            merged.update(props)
+            apply_props(BucketProps(n_val=self.config.n_val), merged)  # 400 if invalid
+            props = merged
+        version = self._bucket_props_version()
+        self._set_bucket_props(bucket_type, bucket, props, version)
+        for peer in self.peers:
+            self._send(peer, m.BucketPropsUpdate(bucket_type, bucket, props, version))
+        self._reply(reply_to, api.DoneResponse())
+
+    def _stored_props_json(self, bucket_type: str, bucket: str) -> dict[str, Any]:
+        data = self._read(META_PARTITION, bucket_meta_key(bucket_type, bucket))
+        if data is None:
+            return {}
+        props, _version = codec.decode(data)
+        return dict(props or {})
+
+    def _local_get(self, bucket_type: str, bucket: str, key: str) -> api.LocalObjectResponse:
+        partition = self.ring.partition_of(bucket_type, bucket, key)
+        obj = self.read_object(partition, key_bytes(bucket_type, bucket, key))
+        if obj is None:
+            return api.LocalObjectResponse(self.name, partition, (), (), b"")
+        return api.LocalObjectResponse(
+            self.name,
+            partition,
+            tuple(dvvset.values(obj)),
+            tuple(dvvset.dots(obj)),
+            api.encode_context(dvvset.join(obj)),
+        )
+
+    # --- writes ---------------------------------------------------------------------
+
+    def _start_write(
+        self, reply_to: ReplyTo, request: api.PutRequest | api.DeleteRequest, forwarded: bool
+    ) -> None:
+        api.check_key(request.bucket_type, request.bucket, request.key)
+        if isinstance(request, api.PutRequest):
+            api.check_content(request.content)
+        props = self.props_for(request.bucket_type, request.bucket)
+        if isinstance(request, api.DeleteRequest) and request.w is None:
+            w = resolve_quorum("rw", request.rw, props)
+        else:
+            w = resolve_quorum("w", request.w, props)
+        dw = resolve_quorum("dw", request.dw, props)
+        pw = resolve_quorum("pw", request.pw, props)
+        if w < 1:
+            raise ClientError("w must be at least 1")
+        context = api.decode_context(request.context)
+        deadline = self._deadline(request.timeout_ms)
+        partition = self.ring.partition_of(request.bucket_type, request.bucket, request.key)
+        targets = self._preference(partition, props.n_val)
+        primaries_up = sum(1 for t in targets if t.primary)
+        if pw > primaries_up:
+            raise Unavailable(
+                f"pw={pw} unsatisfied: only {primaries_up} primary owner(s) up; nothing was written"
+            )
+        if max(w, dw) > len(targets):
+            raise Unavailable(
+                f"w={max(w, dw)} unsatisfied: only {len(targets)} replica(s) reachable; "
+                "nothing was written"
+            )
+        nodes = [t.node for t in targets]
+        if self.name not in nodes and not forwarded:
+            coordinator = self.rng.choice(nodes)
+            request_id = self._new_request(ForwardState(reply_to, deadline, coordinator))
+            self._count("forwards")
+            self._send(coordinator, m.Forward(request_id, request))
+            return
+        self._coordinate_write(reply_to, request, props, context, partition, targets,
+                               (w, dw, pw), deadline)
+
+    def _coordinate_write(
+        self,
+        reply_to: ReplyTo,
+        request: api.PutRequest | api.DeleteRequest,
+        props: BucketProps,
+        context: dvvset.VersionVector,
+        partition: int,
+        targets: list[Target],
+        quorums: tuple[int, int, int],
+        deadline: int,
+    ) -> None:
+        key = key_bytes(request.bucket_type, request.bucket, request.key)
+        local: api.Object = self.read_object(partition, key) or dvvset.Clock()
+        if isinstance(request, api.PutRequest):
+            content = replace(request.content, vtag=self._vtag(), last_modified_ms=self.now_ms)
+        else:
+            content = api.Content(b"", deleted=True, vtag=self._vtag(),
+                                  last_modified_ms=self.now_ms)
+            if not request.context:
+                # A delete without a context removes what the coordinator has seen.
+                context = dvvset.join(local)
+        obj = dvvset.update(dvvset.new(context, content), local, self.server_id)
+        if props.last_write_wins or not props.allow_mult:
+            obj = resolve_single(obj)
+        live = len(live_siblings(obj))
+        if live > limits.SIBLINGS_PER_KEY_MAX:
+            raise ClientError(
+                f"too many siblings: this write would leave {live} (the limit is "
+                f"{limits.SIBLINGS_PER_KEY_MAX}); read the key and write back with its context "
+                "to resolve them",
+                ErrorKind.CONFLICT,
+            )
+        self._store_object(partition, key, obj)
+        w, dw, pw = quorums
+        primaries = frozenset(t.node for t in targets if t.primary)
+        state = PutState(
+            reply_to, deadline, partition, key, obj, w, dw, pw,
+            isinstance(request, api.PutRequest) and request.return_body,
+            primaries, {t.node for t in targets},
+        )
+        request_id = self._new_request(state)
+        state.ack(self.name)
+        for target in targets:
+            if target.node != self.name:
+                self._send(target.node, m.ReplicaPut(request_id, partition, key, obj))
+        self._check_put(request_id, state)
+
+    def _check_put(self, request_id: int, state: PutState) -> None:
+        outcome = state.outcome()
+        if outcome is Outcome.PENDING:
+            return
+        if outcome is Outcome.SUCCESS:
+            context = api.encode_context(dvvset.join(state.obj))
+            if state.return_body:
+                response: api.Response = api.ObjectResponse(live_siblings(state.obj), context)
+            else:
+                response = api.DoneResponse(context)
+        else:
+            response = api.ErrorResponse(ErrorKind.TIMEOUT, state.failure_message())
+        self._reply(state.reply_to, response)
+        self._finish(request_id)
+
+    # --- reads ----------------------------------------------------------------------
+
+    def _start_get(self, reply_to: ReplyTo, request: api.GetRequest) -> None:
+        api.check_key(request.bucket_type, request.bucket, request.key)
+        props = self.props_for(request.bucket_type, request.bucket)
+        r = resolve_quorum("r", request.r, props)
+        pr = resolve_quorum("pr", request.pr, props)
+        if r < 1:
+            raise ClientError("r must be at least 1")
+        deadline = self._deadline(request.timeout_ms)
+        partition = self.ring.partition_of(request.bucket_type, request.bucket, request.key)
+        targets = self._preference(partition, props.n_val)
+        primaries_up = sum(1 for t in targets if t.primary)
+        if pr > primaries_up:
+            raise Unavailable(f"pr={pr} unsatisfied: only {primaries_up} primary owner(s) up")
+        if r > len(targets):
+            raise Unavailable(f"r={r} unsatisfied: only {len(targets)} replica(s) reachable")
+        key = key_bytes(request.bucket_type, request.bucket, request.key)
+        state = GetState(
+            reply_to, deadline, partition, key, r, pr,
+            props.notfound_ok if request.notfound_ok is None else request.notfound_ok,
+            props.basic_quorum if request.basic_quorum is None else request.basic_quorum,
+            props.last_write_wins or not props.allow_mult,
+            tuple(t.node for t in targets),
+            frozenset(t.node for t in targets if t.primary),
+        )
+        request_id = self._new_request(state)
+        for target in targets:
+            if target.node != self.name:
+                self._send(target.node, m.ReplicaGet(request_id, partition, key))
+        if self.name in state.asked:
+            state.reply(self.name, self.read_object(partition, key))
+        self._check_get(request_id, state)
+
+    def _check_get(self, request_id: int, state: GetState) -> None:
+        if not state.done:
+            outcome = state.outcome()
+            if outcome is Outcome.PENDING:
+                return
+            state.done = True
+            if outcome is Outcome.FAILED:
+                self._reply(state.reply_to, api.ErrorResponse(ErrorKind.TIMEOUT,
+                                                              state.failure_message()))
+            else:
+                merged = state.merged()
+                if merged is None:
+                    self._reply(state.reply_to, api.ObjectResponse((), b""))
+                else:
+                    if state.single_value:
+                        merged = resolve_single(merged)
+                    self._reply(state.reply_to, api.ObjectResponse(
+                        live_siblings(merged), api.encode_context(dvvset.join(merged))))
+        if len(state.replies) == len(state.asked):
+            self._finish(request_id)
+
+    # --- listings -------------------------------------------------------------------
+
+    def _start_listing(
+        self, reply_to: ClientReplyTo, request: api.ListKeysRequest | api.ListBucketsRequest
+    ) -> None:
+        bucket = request.bucket if isinstance(request, api.ListKeysRequest) else ""
+        api.check_name("bucket type", request.bucket_type, limits.BUCKET_NAME_SIZE_MAX_BYTES)
+        if isinstance(request, api.ListKeysRequest):
+            api.check_name("bucket", bucket, limits.BUCKET_NAME_SIZE_MAX_BYTES)
+            n_val = self.props_for(request.bucket_type, bucket).n_val
+        else:
+            n_val = self.config.n_val
+        state = ListState(
+            reply_to, self._deadline(request.timeout_ms), request.bucket_type, bucket, n_val,
+            list(range(self.ring.size)),
+        )
+        request_id = self._new_request(state)
+        self._client_streams[reply_to.client_id] = request_id
+        self._pump_listing(request_id, state)
+
+    def _list_prefix(self, bucket_type: str, bucket: str) -> bytes:
+        if not bucket:
+            return b""
+        return key_bytes(bucket_type, bucket, "")[:-1]
+
+    def _list_request_page(
+        self, request_id: int, state: ListState, partition: int, start: bytes
+    ) -> None:
+        owners = [t.node for t in primary_owners(self.ring, partition, state.n_val)]
+        tried = state.tried.setdefault(partition, set())
+        up = self.up_nodes()
+        candidates = [n for n in owners if n in up and n not in tried]
+        if not candidates:
+            self._fail_listing(request_id, state,
+                               f"partition {partition}: no replica could be listed")
+            return
+        node = self.name if self.name in candidates else candidates[0]
+        state.in_flight[partition] = (node, start)
+        if node == self.name:
+            items, next_start = self.list_page(partition, state.bucket_type, state.bucket, start)
+            self._accept_page(request_id, state, partition, items, next_start)
+        else:
+            self._send(node, m.ListPage(request_id, partition, state.bucket_type, state.bucket,
+                                        start))
+
+    def list_page(
+        self, partition: int, bucket_type: str, bucket: str, start: bytes
+    ) -> tuple[tuple[str, ...], bytes | None]:
+        """One page of live keys (or bucket names, bucket "") of a partition here."""
+        prefix = self._list_prefix(bucket_type, bucket)
+        page = self._scan(partition, start, limits.LIST_KEYS_PAGE_MAX)
+        items: list[str] = []
+        for raw_key, value in page:
+            if not raw_key.startswith(prefix):
+                return tuple(items), None
+            key_type, key_bucket, key = split_key_bytes(raw_key)
+            if key_type != bucket_type or not live_siblings(m.decode_object(value)):
+                continue
+            if bucket:
+                items.append(key)
+            elif not items or items[-1] != key_bucket:
+                items.append(key_bucket)
+        if len(page) < limits.LIST_KEYS_PAGE_MAX:
+            return tuple(items), None
+        return tuple(items), page[-1][0] + b"\x00"
+
+    def _accept_page(
+        self, request_id: int, state: ListState, partition: int,
+        items: tuple[str, ...], next_start: bytes | None,
+    ) -> None:
+        """A page arrived: stream its items; continue the partition after the ack."""
+        if state.done or partition not in state.in_flight:
+            return
+        del state.in_flight[partition]
+        if not state.bucket:
+            fresh = [b for b in dict.fromkeys(items) if b not in state.seen_buckets]
+            state.seen_buckets.update(fresh)
+            if len(state.seen_buckets) > limits.LIST_BUCKETS_MAX:
+                self._fail_listing(request_id, state,
+                                   f"more than {limits.LIST_BUCKETS_MAX} buckets")
+                return
+            items = tuple(fresh)
+        state.ready.append((partition, next_start))
+        if items:
+            state.unacked += 1
+            self._reply(state.reply_to, api.ChunkResponse(items, False))
+
+    def _pump_listing(self, request_id: int, state: ListState) -> None:
+        """Ask for pages while the client has taken every chunk sent so far."""
+        while not state.done and state.unacked == 0:
+            if state.ready:
+                partition, next_start = state.ready.pop(0)
+                if next_start is not None:
+                    self._list_request_page(request_id, state, partition, next_start)
+            elif state.todo and len(state.in_flight) < limits.LIST_KEYS_PARTITIONS_IN_FLIGHT_MAX:
+                partition = state.todo.pop(0)
+                prefix = self._list_prefix(state.bucket_type, state.bucket)
+                self._list_request_page(request_id, state, partition, prefix)
+            else:
+                break
+        if not (state.done or state.todo or state.in_flight or state.ready):
+            state.done = True
+            self._reply(state.reply_to, api.ChunkResponse((), True))
+            self._finish(request_id)
+
+    def _on_stream_ack(self, client_id: int) -> None:
+        request_id = self._client_streams.get(client_id)
+        state = self._requests.get(request_id) if request_id is not None else None
+        if isinstance(state, ListState) and request_id is not None:
+            state.unacked = max(0, state.unacked - 1)
+            self._pump_listing(request_id, state)
+
+    def _fail_listing(self, request_id: int, state: ListState, reason: str) -> None:
+        if not state.done:
+            state.done = True
+            self._reply(state.reply_to, api.ErrorResponse(ErrorKind.UNAVAILABLE,
+                                                          f"listing failed: {reason}"))
+            self._finish(request_id)
+
+    # --- peer messages --------------------------------------------------------------
+
+    def _on_message(self, sender: str, message: m.Message) -> None:
+        match message:
+            case m.ReplicaPut(request_id, partition, key, obj):
+                self._count("replica_puts")
+                local = self.read_object(partition, key)
+                merged = obj if local is None else dvvset.sync(local, obj)
+                if merged != local:
+                    self._store_object(partition, key, merged)
+                if request_id:
+                    self._send(sender, m.ReplicaPutAck(request_id))
+            case m.ReplicaPutAck(request_id, error):
+                state = self._requests.get(request_id)
+                if isinstance(state, PutState):
+                    if error:
+                        state.fail(sender, error)
+                    else:
+                        state.ack(sender)
+                    self._check_put(request_id, state)
+            case m.ReplicaGet(request_id, partition, key):
+                self._count("replica_gets")
+                self._send(sender, m.ReplicaGetReply(request_id, self.read_object(partition, key)))
+            case m.ReplicaGetReply(request_id, obj):
+                state = self._requests.get(request_id)
+                if isinstance(state, GetState):
+                    state.reply(sender, obj)
+                    self._check_get(request_id, state)
+            case m.Forward(request_id, request):
+                reply_to = PeerReplyTo(sender, request_id)
+                try:
+                    self._start_write(reply_to, request, forwarded=True)
+                except DynakvError as error:
+                    self._reply(reply_to, api.ErrorResponse(error.kind, error.message))
+            case m.ForwardReply(request_id, response):
+                state = self._requests.get(request_id)
+                if isinstance(state, ForwardState) and state.coordinator == sender:
+                    self._reply(state.reply_to, response)
+                    self._finish(request_id)
+            case m.ListPage(request_id, partition, bucket_type, bucket, start):
+                items, next_start = self.list_page(partition, bucket_type, bucket, start)
+                self._send(sender, m.ListPageReply(request_id, partition, items, next_start))
+            case m.ListPageReply(request_id, partition, items, next_start):
+                state = self._requests.get(request_id)
+                if isinstance(state, ListState):
+                    in_flight = state.in_flight.get(partition)
+                    if in_flight is not None and in_flight[0] == sender:
+                        self._accept_page(request_id, state, partition, items, next_start)
+                        self._pump_listing(request_id, state)
+            case m.BucketPropsUpdate(bucket_type, bucket, props, version):
+                self._set_bucket_props(bucket_type, bucket, props, version)
+
+    def _on_peer_status(self, node: str, up: bool) -> None:
+        if node not in self.peers:
+            return
+        if up:
+            if node in self.down:
+                self.down.discard(node)
+            for (bucket_type, bucket), (_props, version) in sorted(self._bucket_props.items()):
+                stored = self._stored_props_json(bucket_type, bucket)
+                self._send(node, m.BucketPropsUpdate(bucket_type, bucket, stored or None, version))
+            return
+        self.down.add(node)
+        for request_id, state in list(self._requests.items()):
+            self._peer_failed(request_id, state, node, "down")
+
+    def _peer_failed(self, request_id: int, state: RequestState, node: str, reason: str) -> None:
+        match state:
+            case PutState():
+                state.fail(node, reason)
+                self._check_put(request_id, state)
+            case GetState():
+                state.fail(node, reason)
+                self._check_get(request_id, state)
+            case ForwardState(reply_to, _deadline, coordinator) if coordinator == node:
+                self._reply(reply_to, api.ErrorResponse(
+                    ErrorKind.TIMEOUT,
+                    f"coordinator {node} went down; the write may or may not survive"))
+                self._finish(request_id)
+            case ListState():
+                for partition, (peer, start) in list(state.in_flight.items()):
+                    if peer == node:
+                        state.tried.setdefault(partition, set()).add(node)
+                        del state.in_flight[partition]
+                        self._list_request_page(request_id, state, partition, start)
+                self._pump_listing(request_id, state)
+
+    # --- timers ---------------------------------------------------------------------
+
+    def _expire(self) -> None:
+        while self._deadlines and self._deadlines[0][0] <= self.now_ms:
+            _deadline, request_id = heapq.heappop(self._deadlines)
+            state = self._requests.get(request_id)
+            if state is None:
+                continue
+            self._timeout(request_id, state)
+
+    def _timeout(self, request_id: int, state: RequestState) -> None:
+        match state:
+            case PutState():
+                self._reply(state.reply_to, api.ErrorResponse(
+                    ErrorKind.TIMEOUT, "timeout: " + state.failure_message()))
+            case GetState():
+                if not state.done:
+                    self._reply(state.reply_to, api.ErrorResponse(
+                        ErrorKind.TIMEOUT, "timeout: " + state.failure_message()))
+            case ForwardState(reply_to, _deadline, coordinator):
+                self._reply(reply_to, api.ErrorResponse(
+                    ErrorKind.TIMEOUT,
+                    f"timeout: coordinator {coordinator} did not answer in time; "
+                    "the write may or may not survive"))
+            case ListState():
+                if not state.done:
+                    state.done = True
+                    self._reply(state.reply_to, api.ErrorResponse(
+                        ErrorKind.TIMEOUT, "timeout: the listing did not finish in time"))
+        self._finish(request_id)
+
+    # --- status ---------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        owned: dict[str, int] = {}
+        for owner in self.ring.owners:
+            owned[owner] = owned.get(owner, 0) + 1
+        return {
+            "node": self.name,
+            "server_id": self.server_id,
+            "cluster_name": self.config.cluster_name,
+            "ring_size": self.ring.size,
+            "members": [
+                {
+                    "name": name,
+                    "up": name not in self.down,
+                    "partitions": owned.get(name, 0),
+                }
+                for name in sorted({self.name, *self.peers})
+            ],
+            "requests_in_flight": len(self._requests),
+            "pending_writes": len(self._pending),
+            "counters": dict(sorted(self.stats.items())),
+        }

@@ -1,0 +1,223 @@
+"""The asyncio runtime: feeds events into the core and carries out its effects.
+
+Persist, then send (etcd raft's Ready/Advance): after events are handled, the
+node's Output is queued; one commit task takes everything queued, applies all of
+its writes in one storage transaction and one sync in a writer thread (group
+commit: while a sync runs, the loop keeps handling events, whose writes join the
+next transaction), tells the node they are durable, and only then sends the
+messages and replies of those Outputs, in order. Outputs without writes still
+wait behind earlier ones, so nothing read from a pending write leaves the node
+before that write is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from dynakv.core import api
+from dynakv.core import messages as m
+from dynakv.core.errors import ErrorKind, StorageFull
+from dynakv.core.node import (
+    ClientEvent,
+    Event,
+    MessageEvent,
+    Node,
+    Output,
+    PeerStatusEvent,
+    StreamAckEvent,
+    TickEvent,
+)
+from dynakv.core.storage import Storage
+from dynakv.net.transport import Transport
+
+log = logging.getLogger("dynakv.runtime")
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Runtime:
+    """Drives one Node; implements net.service.NodeService for the API front ends."""
+
+    def __init__(self, node: Node, storage: Storage) -> None:
+        self.node = node
+        self.storage = storage
+        self.transport: Transport | None = None
+        self._client_ids = itertools.count(1)
+        self._waiters: dict[int, asyncio.Future[api.Response]] = {}
+        self._streams: dict[int, asyncio.Queue[api.Response]] = {}
+        self._queue: list[Output] = []
+        self._wake = asyncio.Event()
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dynakv-commit")
+        self._commit_task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: int | None = None
+        self._flush_scheduled = False
+        self._committing = False
+        self.commits = 0
+        self.committed_writes = 0
+        self.dropped_messages = 0
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    def start(self) -> None:
+        self._commit_task = asyncio.get_running_loop().create_task(self._commit_loop())
+
+    # --- events in ------------------------------------------------------------------
+
+    def step(self, event: Event) -> None:
+        self.node.step(event, wall_clock_ms())
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def deliver(self, sender: str, message: m.Message) -> None:
+        self.step(MessageEvent(sender, message))
+
+    def peer_status(self, peer: str, up: bool) -> None:
+        self.step(PeerStatusEvent(peer, up))
+
+    async def request(self, request: api.Request) -> api.Response:
+        client_id = next(self._client_ids)
+        future: asyncio.Future[api.Response] = asyncio.get_running_loop().create_future()
+        self._waiters[client_id] = future
+        try:
+            self.step(ClientEvent(client_id, request))
+            return await future
+        finally:
+            self._waiters.pop(client_id, None)
+
+    async def stream(
+        self, request: api.ListKeysRequest | api.ListBucketsRequest
+    ) -> AsyncIterator[api.ChunkResponse | api.ErrorResponse]:
+        client_id = next(self._client_ids)
+        queue: asyncio.Queue[api.Response] = asyncio.Queue()
+        self._streams[client_id] = queue
+        try:
+            self.step(ClientEvent(client_id, request))
+            while True:
+                response = await queue.get()
+                if isinstance(response, api.ChunkResponse):
+                    yield response
+                    if response.done:
+                        return
+                    self.step(StreamAckEvent(client_id))
+                elif isinstance(response, api.ErrorResponse):
+                    yield response
+                    return
+                else:
+                    raise AssertionError(f"unexpected stream response {response!r}")
+        finally:
+            self._streams.pop(client_id, None)
+
+    def node_stats(self) -> dict[str, Any]:
+        status = self.node.status()
+        status["storage_commits"] = self.commits
+        status["storage_committed_writes"] = self.committed_writes
+        status["messages_dropped"] = self.dropped_messages
+        return status
+
+    # --- effects out ----------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        output = self.node.take_output()
+        if not output.empty():
+            self._queue.append(output)
+            self._wake.set()
+        self._arm_timer()
+
+    async def _commit_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._queue = self._queue, []
+            self._committing = True
+            writes = [write for output in batch for write in output.writes]
+            failed: str | None = None
+            if writes:
+                try:
+                    await loop.run_in_executor(self._writer, self.storage.write, writes)
+                    self.commits += 1
+                    self.committed_writes += len(writes)
+                except StorageFull as error:
+                    failed = str(error)
+                except Exception as error:  # a storage failure must not kill the node
+                    log.exception("storage write failed")
+                    failed = f"storage write failed: {error}"
+            seq = max(output.write_seq for output in batch)
+            if failed is None:
+                self.node.on_durable(seq)
+            else:
+                self.node.on_write_failed(seq)
+            for output in batch:
+                self._dispatch(output, failed)
+            self._committing = False
+
+    def _dispatch(self, output: Output, failed: str | None) -> None:
+        if failed is None or not output.writes:
+            for peer, message in output.messages:
+                if self.transport is None or not self.transport.send(peer, message):
+                    self.dropped_messages += 1
+        for client_id, response in output.replies:
+            if failed is not None and output.writes:
+                response = api.ErrorResponse(ErrorKind.STORAGE_FULL, failed)
+            self._answer(client_id, response)
+
+    def _answer(self, client_id: int, response: api.Response) -> None:
+        future = self._waiters.get(client_id)
+        if future is not None:
+            if not future.done():
+                future.set_result(response)
+            return
+        queue = self._streams.get(client_id)
+        if queue is not None:
+            queue.put_nowait(response)
+
+    def _arm_timer(self) -> None:
+        deadline = self.node.next_deadline_ms()
+        if deadline is None or deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        delay_s = max(0.0, (deadline - wall_clock_ms()) / 1000)
+        self._timer_at = deadline
+        self._timer = loop.call_later(delay_s, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.step(TickEvent())
+
+    # --- shutdown -------------------------------------------------------------------
+
+    def in_flight(self) -> int:
+        return len(self._waiters) + len(self._streams)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait for in-flight requests to answer and queued writes to be durable."""
+        deadline = time.monotonic() + timeout_s
+        while (self.in_flight() or self._queue or self._committing) and (
+            time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        if self._commit_task is not None:
+            while self._queue or self._committing:
+                await asyncio.sleep(0.01)
+            self._commit_task.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._writer.shutdown(wait=True)

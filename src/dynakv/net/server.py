@@ -1,0 +1,146 @@
+"""One dynakv node process: data directory, storage, core, transport and HTTP API.
+
+`run_node(options)` runs until SIGTERM or SIGINT, then stops taking requests,
+drains the ones in flight, makes every queued write durable and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import random
+import secrets
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from dynakv.config import Config
+from dynakv.core.claim import Member, claim
+from dynakv.core.node import Node
+from dynakv.core.ring import Ring
+from dynakv.net.http_api import make_app
+from dynakv.net.runtime import Runtime
+from dynakv.net.transport import Handshake, Transport
+from dynakv.storage.datadir import load_ring, open_identity, save_ring
+from dynakv.storage.lmdb_engine import LmdbStorage
+
+log = logging.getLogger("dynakv.server")
+
+DRAIN_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSpec:
+    name: str
+    host: str
+    port: int
+    weight: int = 1
+    zone: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOptions:
+    name: str
+    data: Path
+    http: tuple[str, int]
+    internode: tuple[str, int]
+    config: Config
+    peers: tuple[PeerSpec, ...] = ()
+    weight: int = 1
+    zone: str = ""
+    pb: tuple[str, int] | None = None
+
+    def all_members(self) -> list[Member]:
+        own = Member(self.name, self.weight, self.zone)
+        return sorted([own, *(Member(p.name, p.weight, p.zone) for p in self.peers)],
+                      key=lambda member: member.name)
+
+
+def ring_digest(ring: Ring) -> str:
+    return hashlib.sha1(json.dumps(list(ring.owners)).encode()).hexdigest()[:16]
+
+
+def establish_ring(options: NodeOptions) -> Ring:
+    """The stored ring if there is one (it wins over the command line), else a new claim."""
+    stored = load_ring(options.data)
+    members = options.all_members()
+    if stored is not None:
+        ring, stored_members = stored
+        if [m.name for m in stored_members] != [m.name for m in members]:
+            log.warning("the stored ring's members (%s) differ from the command line's (%s); "
+                        "the stored ring wins",
+                        ", ".join(m.name for m in stored_members),
+                        ", ".join(m.name for m in members))
+        return ring
+    owners = claim(options.config.ring_size, members, options.config.n_val)
+    ring = Ring(owners)
+    save_ring(options.data, ring, members)
+    return ring
+
+
+async def serve(options: NodeOptions) -> None:
+    identity = open_identity(options.data, options.name, options.config.cluster_name)
+    ring = establish_ring(options)
+    storage = LmdbStorage(options.data / "data.lmdb")
+    node = Node(
+        name=options.name,
+        server_id=identity.server_id,
+        ring=ring,
+        peers=[peer.name for peer in options.peers],
+        storage=storage,
+        config=options.config,
+        rng=random.Random(secrets.randbits(64)),
+    )
+    runtime = Runtime(node, storage)
+    transport = Transport(
+        options.config,
+        Handshake(options.config.cluster_name, options.name, ring_digest(ring)),
+        {peer.name: (peer.host, peer.port) for peer in options.peers},
+        runtime.deliver,
+        runtime.peer_status,
+    )
+    runtime.transport = transport
+    runtime.start()
+    await transport.start(*options.internode)
+    app = make_app(runtime)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, options.http[0], options.http[1], reuse_address=True)
+    await site.start()
+    if options.pb is not None:
+        log.warning("the binary protocol is not served yet; --pb %s:%d is ignored", *options.pb)
+    pid_file = options.data / "node.pid"
+    pid_file.write_text(f"{os.getpid()}\n")
+    log.info("node %s (server id %s) serving HTTP on %s:%d, internode on %s:%d, ring of %d",
+             options.name, identity.server_id, *options.http, *options.internode, ring.size)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+        log.info("stopping: draining %d request(s) in flight", runtime.in_flight())
+        await site.stop()
+        await runtime.drain(DRAIN_TIMEOUT_S)
+    finally:
+        await runner.cleanup()
+        await transport.close()
+        await runtime.close()
+        storage.close()
+        if pid_file.exists() and pid_file.read_text().strip() == str(os.getpid()):
+            pid_file.unlink()
+        log.info("stopped")
+
+
+def run_node(options: NodeOptions) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(serve(options))
+    else:
+        uvloop.run(serve(options))

@@ -1,0 +1,266 @@
+"""Internode transport: length-prefixed msgpack frames over persistent TCP connections.
+
+Each node opens one outbound connection to each peer and sends everything on it;
+what it receives comes in on the peers' outbound connections. A frame is a 4-byte
+big-endian length and a codec-encoded payload. The first frame each way is a
+handshake naming the protocol version, the cluster, the node and a digest of its
+ring: a peer of another cluster, version or ring is refused with a logged reason.
+Frames queued in one event-loop iteration go out in one write. A connection that
+fails marks the peer down (the driver tells the core), and it is retried every
+`reconnect_interval_ms` until it answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dynakv.core import codec, limits
+from dynakv.core import messages as m
+from dynakv.core.errors import PeerProtocolError
+
+log = logging.getLogger("dynakv.transport")
+
+_LENGTH = struct.Struct(">I")
+PROTOCOL_NAME = "dynakv-internode"
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    cluster: str
+    node: str
+    ring_digest: str
+    version: int = m.PROTOCOL_VERSION
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"proto": PROTOCOL_NAME, "version": self.version, "cluster": self.cluster,
+                "node": self.node, "ring": self.ring_digest}
+
+    def check_peer(self, data: object) -> str:
+        """The peer's node name if its handshake matches ours; else PeerProtocolError."""
+        if not isinstance(data, dict) or data.get("proto") != PROTOCOL_NAME:
+            raise PeerProtocolError("not a dynakv internode peer")
+        if data.get("version") != self.version:
+            raise PeerProtocolError(
+                f"internode protocol version {data.get('version')} (ours is {self.version})")
+        if data.get("cluster") != self.cluster:
+            raise PeerProtocolError(f"peer is of cluster {data.get('cluster')!r}, "
+                                    f"not {self.cluster!r}")
+        if data.get("ring") != self.ring_digest:
+            raise PeerProtocolError(
+                f"peer {data.get('node')} has another ring; start every node with the same "
+                "members, weights and ring size")
+        return str(data.get("node"))
+
+
+def frame(payload: bytes) -> bytes:
+    return _LENGTH.pack(len(payload)) + payload
+
+
+class FrameProtocol(asyncio.Protocol):
+    """Splits a byte stream into frames; the first is the handshake."""
+
+    def __init__(self, handshake: Handshake) -> None:
+        self.handshake = handshake
+        self.transport: asyncio.Transport | None = None
+        self.peer: str | None = None
+        self._buffer = bytearray()
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(frame(codec.encode(self.handshake.to_wire())))
+
+    def send(self, payload: bytes) -> None:
+        self._out.append(frame(payload))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.transport is not None and not self.transport.is_closing() and self._out:
+            self.transport.writelines(self._out)
+        self._out = []
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while len(self._buffer) >= 4:
+            (length,) = _LENGTH.unpack_from(self._buffer)
+            if length > limits.FRAME_SIZE_MAX_BYTES:
+                self._fail(f"frame of {length} bytes is above the limit")
+                return
+            if len(self._buffer) < 4 + length:
+                return
+            payload = bytes(self._buffer[4 : 4 + length])
+            del self._buffer[: 4 + length]
+            try:
+                if self.peer is None:
+                    self.peer = self.handshake.check_peer(codec.decode(payload))
+                    self.handshake_done()
+                else:
+                    self.frame_received(payload)
+            except PeerProtocolError as error:
+                self._fail(str(error))
+                return
+
+    def _fail(self, reason: str) -> None:
+        log.warning("dropping connection with %s: %s", self.peer or "a peer", reason)
+        if self.transport is not None:
+            self.transport.close()
+
+    def handshake_done(self) -> None:
+        pass
+
+    def frame_received(self, payload: bytes) -> None:
+        pass
+
+
+class InboundProtocol(FrameProtocol):
+    def __init__(self, handshake: Handshake, deliver: Callable[[str, m.Message], None]) -> None:
+        super().__init__(handshake)
+        self._deliver = deliver
+
+    def frame_received(self, payload: bytes) -> None:
+        assert self.peer is not None
+        message = codec.decode(payload)
+        self._deliver(self.peer, message)
+
+
+class OutboundProtocol(FrameProtocol):
+    def __init__(self, handshake: Handshake, link: PeerLink) -> None:
+        super().__init__(handshake)
+        self._link = link
+
+    def handshake_done(self) -> None:
+        if self.peer != self._link.peer:
+            self._fail(f"expected node {self._link.peer}, reached {self.peer}")
+            return
+        self._link.connected(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._link.disconnected(self)
+
+
+class PeerLink:
+    """The outbound connection to one peer, reconnected until it answers."""
+
+    def __init__(self, transport: Transport, peer: str, host: str, port: int) -> None:
+        self.transport = transport
+        self.peer = peer
+        self.host = host
+        self.port = port
+        self.protocol: OutboundProtocol | None = None
+        self.up = True  # the core starts assuming every peer is up
+        self._handshaken = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._connect_loop())
+
+    async def _connect_loop(self) -> None:
+        config = self.transport.config
+        timeout_s = config.connect_timeout_ms / 1000
+        while not self._closed and self.protocol is None:
+            loop = asyncio.get_running_loop()
+            self._handshaken.clear()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    transport, _ = await loop.create_connection(
+                        lambda: OutboundProtocol(self.transport.handshake, self),
+                        self.host, self.port,
+                    )
+                    try:
+                        await self._handshaken.wait()  # connected() sets it
+                    except BaseException:
+                        transport.close()
+                        raise
+                return
+            except (OSError, TimeoutError) as error:
+                log.debug("connect to %s failed: %s", self.peer, error)
+            self._mark(False)
+            await asyncio.sleep(config.reconnect_interval_ms / 1000)
+
+    def connected(self, protocol: OutboundProtocol) -> None:
+        self.protocol = protocol
+        self._handshaken.set()
+        self._mark(True)
+
+    def disconnected(self, protocol: OutboundProtocol) -> None:
+        if self.protocol is protocol:
+            self.protocol = None
+            self._mark(False)
+            if not self._closed:
+                self.start()
+
+    def _mark(self, up: bool) -> None:
+        if up != self.up:
+            self.up = up
+            log.info("peer %s is %s", self.peer, "up" if up else "down")
+            self.transport.on_peer_status(self.peer, up)
+
+    def send(self, payload: bytes) -> bool:
+        if self.protocol is None or self.protocol.transport is None:
+            return False
+        buffered = self.protocol.transport.get_write_buffer_size()
+        if buffered > limits.FRAME_SIZE_MAX_BYTES:
+            return False
+        self.protocol.send(payload)
+        return True
+
+    def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+        if self.protocol is not None and self.protocol.transport is not None:
+            self.protocol.transport.close()
+
+
+class Transport:
+    """All of a node's internode connections."""
+
+    def __init__(
+        self,
+        config: Any,
+        handshake: Handshake,
+        peers: dict[str, tuple[str, int]],
+        deliver: Callable[[str, m.Message], None],
+        on_peer_status: Callable[[str, bool], None],
+    ) -> None:
+        self.config = config
+        self.handshake = handshake
+        self._deliver = deliver
+        self.on_peer_status = on_peer_status
+        self._links = {name: PeerLink(self, name, host, port)
+                       for name, (host, port) in sorted(peers.items())}
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: InboundProtocol(self.handshake, self._deliver), host, port,
+            reuse_address=True,
+        )
+        for link in self._links.values():
+            link.start()
+
+    def send(self, peer: str, message: m.Message) -> bool:
+        link = self._links.get(peer)
+        if link is None:
+            log.warning("message for unknown peer %s dropped", peer)
+            return False
+        return link.send(codec.encode(message))
+
+    async def close(self) -> None:
+        for link in self._links.values():
+            link.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()

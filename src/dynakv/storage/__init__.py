@@ -1,0 +1,1 @@
+"""Storage engines behind the core's storage port (core/storage.py)."""
