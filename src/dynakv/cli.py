@@ -69,7 +69,7 @@ def add_node_parser(commands: Any) -> None:
     p.add_argument("--weight", type=int, default=1, help="share of partitions (default 1)")
     p.add_argument("--zone", default="", help="failure zone (rack, availability zone)")
     p.add_argument("--ring-size", type=int, default=None,
-                   help="partitions in the ring, a power of two (used only at creation; default 64)")
+                   help="partitions, a power of two (used only at creation; default 64)")
     p.add_argument("--preset", default="lan", choices=sorted(PRESETS), help="timing preset")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(run=run_node_command)

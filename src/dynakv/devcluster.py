@@ -13,6 +13,7 @@ restarted by hand (found by the pid file each node keeps in its data directory).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -106,8 +107,8 @@ class DevCluster:
         self.data.mkdir(parents=True, exist_ok=True)
         for node in self.nodes:
             Path(node["data"]).mkdir(parents=True, exist_ok=True)
-            log = open(Path(node["data"]) / "node.log", "ab")
-            child = subprocess.Popen(node["argv"], stdout=log, stderr=subprocess.STDOUT)
+            with open(Path(node["data"]) / "node.log", "ab") as log:
+                child = subprocess.Popen(node["argv"], stdout=log, stderr=subprocess.STDOUT)
             self.children.append(child)
             node["pid"] = child.pid
         self.write()
@@ -147,10 +148,8 @@ class DevCluster:
     def stop(self) -> None:
         pids = self.pids()
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + STOP_TIMEOUT_S
         while time.monotonic() < deadline and any(alive(pid) for pid in pids):
             for child in self.children:
@@ -160,10 +159,8 @@ class DevCluster:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         for child in self.children:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -52,7 +52,8 @@ CONTEXT_VERSION = 1
 
 
 def encode_context(vector: dvvset.VersionVector) -> bytes:
-    return bytes([CONTEXT_VERSION]) + msgpack.packb([list(pair) for pair in vector])
+    packed: bytes = msgpack.packb([list(pair) for pair in vector])
+    return bytes([CONTEXT_VERSION]) + packed
 
 
 def decode_context(data: bytes) -> dvvset.VersionVector:

@@ -189,7 +189,8 @@ class ListState:
     bucket: str  # "" lists bucket names
     n_val: int
     todo: list[int]  # partitions not started
-    in_flight: dict[int, tuple[str, bytes]] = field(default_factory=dict)  # partition -> (node, start)
+    # partition -> (node asked, start of the page)
+    in_flight: dict[int, tuple[str, bytes]] = field(default_factory=dict)
     ready: list[tuple[int, bytes | None]] = field(default_factory=list)  # pages to continue
     unacked: int = 0
     seen_buckets: set[str] = field(default_factory=set)

@@ -54,7 +54,9 @@ class Clock(Generic[T]):
 
 def new(context: VersionVector, value: T) -> tuple[Clock[T], T]:
     """A client's write: the clock of what it read (no values) and its new value."""
-    entries: tuple[Entry[T], ...] = tuple(Entry(server_id, counter, ()) for server_id, counter in sorted(context))
+    entries: tuple[Entry[T], ...] = tuple(
+        Entry(server_id, counter, ()) for server_id, counter in sorted(context)
+    )
     return Clock(entries), value
 
 

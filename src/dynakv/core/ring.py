@@ -74,6 +74,10 @@ class Ring:
         """The distinct owners, sorted."""
         return sorted(set(self.owners))
 
+    def digest(self) -> str:
+        """A short digest of the ownership: equal rings have equal digests."""
+        return hashlib.sha1("\n".join(self.owners).encode()).hexdigest()[:16]
+
     def partitions_of(self, node: str) -> list[int]:
         return [index for index, owner in enumerate(self.owners) if owner == node]
 

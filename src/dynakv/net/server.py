@@ -7,8 +7,6 @@ drains the ones in flight, makes every queued write durable and exits.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import os
 import random
@@ -61,10 +59,6 @@ class NodeOptions:
                       key=lambda member: member.name)
 
 
-def ring_digest(ring: Ring) -> str:
-    return hashlib.sha1(json.dumps(list(ring.owners)).encode()).hexdigest()[:16]
-
-
 def establish_ring(options: NodeOptions) -> Ring:
     """The stored ring if there is one (it wins over the command line), else a new claim."""
     stored = load_ring(options.data)
@@ -99,7 +93,7 @@ async def serve(options: NodeOptions) -> None:
     runtime = Runtime(node, storage)
     transport = Transport(
         options.config,
-        Handshake(options.config.cluster_name, options.name, ring_digest(ring)),
+        Handshake(options.config.cluster_name, options.name, ring.digest()),
         {peer.name: (peer.host, peer.port) for peer in options.peers},
         runtime.deliver,
         runtime.peer_status,

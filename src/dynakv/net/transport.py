@@ -123,9 +123,15 @@ class FrameProtocol(asyncio.Protocol):
 
 
 class InboundProtocol(FrameProtocol):
-    def __init__(self, handshake: Handshake, deliver: Callable[[str, m.Message], None]) -> None:
+    def __init__(self, handshake: Handshake, deliver: Callable[[str, m.Message], None],
+                 inbound: set[InboundProtocol]) -> None:
         super().__init__(handshake)
         self._deliver = deliver
+        self._inbound = inbound
+        inbound.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._inbound.discard(self)
 
     def frame_received(self, payload: bytes) -> None:
         assert self.peer is not None
@@ -241,11 +247,12 @@ class Transport:
         self._links = {name: PeerLink(self, name, host, port)
                        for name, (host, port) in sorted(peers.items())}
         self._server: asyncio.Server | None = None
+        self._inbound: set[InboundProtocol] = set()
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: InboundProtocol(self.handshake, self._deliver), host, port,
+            lambda: InboundProtocol(self.handshake, self._deliver, self._inbound), host, port,
             reuse_address=True,
         )
         for link in self._links.values():
@@ -263,4 +270,8 @@ class Transport:
             link.close()
         if self._server is not None:
             self._server.close()
+        for protocol in list(self._inbound):
+            if protocol.transport is not None:
+                protocol.transport.close()
+        if self._server is not None:
             await self._server.wait_closed()

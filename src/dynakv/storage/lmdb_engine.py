@@ -15,6 +15,7 @@ import errno
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lmdb
 
@@ -30,11 +31,11 @@ def _partition_prefix(partition: int) -> bytes:
 
 
 class LmdbStorage:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, map_size_bytes: int = MAP_SIZE_INITIAL_BYTES) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self._env = lmdb.open(
             str(path),
-            map_size=MAP_SIZE_INITIAL_BYTES,
+            map_size=map_size_bytes,
             max_dbs=4,
             sync=True,
             metasync=True,
@@ -48,7 +49,7 @@ class LmdbStorage:
         self._data = self._env.open_db(b"data")
         self._meta = self._env.open_db(b"meta")
 
-    def _locate(self, partition: int, key: bytes) -> tuple[object, bytes]:
+    def _locate(self, partition: int, key: bytes) -> tuple[Any, bytes]:
         if partition == META_PARTITION:
             return self._meta, key
         return self._data, _partition_prefix(partition) + key

@@ -1,0 +1,135 @@
+"""Real `dynakv node` processes on ephemeral 127.0.0.1 ports, always cleaned up."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+START_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class HttpResult:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http(method: str, url: str, body: bytes | None = None,
+         headers: dict[str, str] | None = None, timeout: float = 30) -> HttpResult:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return HttpResult(response.status, dict(response.headers.items()), response.read())
+    except urllib.error.HTTPError as error:
+        return HttpResult(error.code, dict(error.headers.items()), error.read())
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+@dataclass
+class NodeProcess:
+    name: str
+    http_port: int
+    internode_port: int
+    data: Path
+    argv: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class ProcessCluster:
+    def __init__(self, root: Path, size: int = 3, ring_size: int = 64,
+                 extra_args: list[str] | None = None) -> None:
+        self.root = root
+        self.nodes = [
+            NodeProcess(f"n{i}", free_port(), free_port(), root / f"n{i}")
+            for i in range(1, size + 1)
+        ]
+        for node in self.nodes:
+            node.argv = [
+                sys.executable, "-m", "dynakv", "node", "--name", node.name,
+                "--http", f"127.0.0.1:{node.http_port}",
+                "--internode", f"127.0.0.1:{node.internode_port}",
+                "--data", str(node.data), "--ring-size", str(ring_size), "--preset", "local",
+                *(arg for other in self.nodes if other is not node
+                  for arg in ("--peer", f"{other.name}=127.0.0.1:{other.internode_port}")),
+                *(extra_args or []),
+            ]
+
+    def start(self, index: int | None = None) -> None:
+        for node in self.nodes if index is None else [self.nodes[index]]:
+            node.data.mkdir(parents=True, exist_ok=True)
+            with open(self.root / f"{node.name}.log", "ab") as log:
+                node.process = subprocess.Popen(node.argv, stdout=log, stderr=subprocess.STDOUT)
+        for node in self.nodes if index is None else [self.nodes[index]]:
+            wait_until(lambda node=node: self._ready(node), START_TIMEOUT_S,
+                       f"{node.name} to answer /ping")
+
+    def _ready(self, node: NodeProcess) -> bool:
+        if not node.alive():
+            raise AssertionError(f"{node.name} exited; log:\n{self.log(node)}")
+        try:
+            return http("GET", node.url + "/ping", timeout=1).status == 200
+        except OSError:
+            return False
+
+    def log(self, node: NodeProcess) -> str:
+        path = self.root / f"{node.name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def kill(self, index: int, signum: int = signal.SIGKILL) -> None:
+        node = self.nodes[index]
+        assert node.process is not None
+        node.process.send_signal(signum)
+        node.process.wait(timeout=20)
+
+    def url(self, index: int) -> str:
+        return self.nodes[index].url
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.alive():
+                assert node.process is not None
+                node.process.send_signal(signal.SIGTERM)
+        for node in self.nodes:
+            if node.process is not None:
+                try:
+                    node.process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.kill(node.process.pid, signal.SIGKILL)
+                    node.process.wait(timeout=5)
