@@ -99,6 +99,19 @@ class ProcessCluster:
         for node in self.nodes if index is None else [self.nodes[index]]:
             wait_until(lambda node=node: self._ready(node), START_TIMEOUT_S,
                        f"{node.name} to answer /ping")
+        wait_until(self.all_connected, START_TIMEOUT_S, "every node to see every peer up")
+
+    def all_connected(self) -> bool:
+        """Every running node sees every other running node up."""
+        running = {node.name for node in self.nodes if node.alive()}
+        for node in self.nodes:
+            if node.name not in running:
+                continue
+            status = http("GET", node.url + "/admin/status", timeout=5).json()
+            up = {member["name"] for member in status["members"] if member["up"]}
+            if not running <= up:
+                return False
+        return True
 
     def _ready(self, node: NodeProcess) -> bool:
         if not node.alive():

@@ -73,6 +73,7 @@ def test_dev_cluster_and_readme_walkthrough(tmp_path: Path) -> None:
         urls = [f"http://127.0.0.1:{base + 10 * i}" for i in range(3)]
         wait_until(lambda: (data / "cluster.json").exists(), 30, "cluster.json")
         wait_until(lambda: all(_ping(url) for url in urls), 30, "three nodes answering")
+        wait_until(lambda: all(_all_up(url) for url in urls), 30, "every node seeing the others")
         nodes = json.loads((data / "cluster.json").read_text())["nodes"]
         assert [node["http"] for node in nodes] == urls
         for node in nodes:
@@ -117,6 +118,11 @@ def test_dev_cluster_and_readme_walkthrough(tmp_path: Path) -> None:
             os.kill(pid, signal.SIGKILL)
     assert dev.returncode == 0
     assert not wait_until_quiet, f"Ctrl-C left nodes running: {wait_until_quiet}"
+
+
+def _all_up(url: str) -> bool:
+    members = http("GET", url + "/admin/status", timeout=5).json()["members"]
+    return all(member["up"] for member in members)
 
 
 def _ping(url: str) -> bool:

@@ -17,7 +17,7 @@ import logging
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from dynakv.core import codec, limits
 from dynakv.core import messages as m
@@ -73,9 +73,9 @@ class FrameProtocol(asyncio.Protocol):
         self._flush_scheduled = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(frame(codec.encode(self.handshake.to_wire())))
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(frame(codec.encode(self.handshake.to_wire())))
 
     def send(self, payload: bytes) -> None:
         self._out.append(frame(payload))

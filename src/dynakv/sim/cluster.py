@@ -1,0 +1,341 @@
+"""The simulated cluster: real core Nodes driven like net/runtime.py drives them.
+
+For each node the driver does what the production runtime does, in virtual time:
+- feed it one event at a time (`Node.step(event, now_ms)`), then take its Output;
+- queue Outputs; when no sync is running, start one for everything queued (group
+  commit): after a simulated fsync, apply all their writes in one transaction,
+  call `on_durable`, and only then send their messages and replies, in order
+  (persist, then send). Outputs without writes wait behind earlier ones too;
+- deliver a TickEvent at `next_deadline_ms()`;
+- tell it when a peer is unreachable or back (PeerStatusEvent), like the TCP
+  transport: every `reconnect_interval_ms` a node checks its connection to each
+  peer (a keepalive, or a reconnect attempt while the peer is down); it fails if the
+  peer is crashed or a partition cuts either direction, which marks the peer down,
+  and succeeds otherwise, which marks it up. A crash also breaks the peers'
+  established connections, so they see it down after one network delay.
+
+A crash drops the Node object (its pending writes, request state, queued Outputs
+and any sync in progress); restart builds a new Node on the same disk with the
+same server id. A wipe empties the disk and draws a new incarnation, hence a new
+server id `name@incarnation`, as a node whose data directory was lost would.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from dynakv.config import Config
+from dynakv.core import api, codec
+from dynakv.core import messages as m
+from dynakv.core.claim import Member, claim
+from dynakv.core.node import (
+    ClientEvent,
+    Event,
+    MessageEvent,
+    Node,
+    Output,
+    PeerStatusEvent,
+    TickEvent,
+)
+from dynakv.core.ring import Ring, key_bytes, primary_owners
+from dynakv.core.storage import Write
+from dynakv.sim.disk import DiskParams, SimDisk
+from dynakv.sim.network import Network
+from dynakv.sim.scheduler import Scheduler, Trace
+
+# A one-shot hook a scenario sets on a node: looks at the writes of a sync about to
+# happen and says whether to crash "before" it (the writes are lost) or "after" it
+# (durable, but no message or reply of the batch is sent), or None to go on.
+SyncHook = Callable[[Sequence[Write]], Literal["before", "after"] | None]
+
+
+class ClusterObserver(Protocol):
+    """What the checkers watch while the cluster runs."""
+
+    def on_synced(self, node: str, server_id: str, writes: Sequence[Write]) -> None: ...
+
+    def on_wiped(self, node: str) -> None: ...
+
+    def on_sample(self, node: str, requests_in_flight: int, pending_writes: int,
+                  queued_outputs: int) -> None: ...
+
+
+@dataclass(slots=True)
+class SimNode:
+    """One node's driver state; `node` is None while it is crashed."""
+
+    name: str
+    disk: SimDisk
+    incarnation: str
+    node: Node | None = None
+    life: int = 0  # bumped at each crash and boot: stale syncs and ticks are ignored
+    queue: list[Output] = field(default_factory=list)
+    syncing: bool = False
+    link_up: dict[str, bool] = field(default_factory=dict)
+    ticks: set[int] = field(default_factory=set)
+    sync_hook: SyncHook | None = None
+    crashes: int = 0
+
+    @property
+    def server_id(self) -> str:
+        return f"{self.name}@{self.incarnation}"
+
+
+@dataclass(slots=True)
+class ClusterStats:
+    delivered_to_dead: int = 0
+    peer_status_events: int = 0
+    syncs: int = 0
+    synced_writes: int = 0
+    sync_batch_writes_max: int = 0
+
+
+class Cluster:
+    def __init__(
+        self,
+        *,
+        names: Sequence[str],
+        config: Config,
+        scheduler: Scheduler,
+        rng: random.Random,
+        trace: Trace,
+        observer: ClusterObserver,
+        reply: Callable[[int, api.Response], None],
+        disk_params: DiskParams,
+        network_rng: random.Random,
+    ) -> None:
+        self.names = sorted(names)
+        self.config = config
+        self.scheduler = scheduler
+        self.rng = rng
+        self.trace = trace
+        self.observer = observer
+        self.reply = reply
+        self.disk_params = disk_params
+        self.network = Network(scheduler, network_rng, self._deliver)
+        self.ring = Ring(claim(config.ring_size, [Member(n) for n in self.names], config.n_val))
+        self.stats = ClusterStats()
+        self.nodes = {name: SimNode(name, SimDisk(), self._incarnation()) for name in self.names}
+        self.server_ids: set[str] = set()
+
+    def _incarnation(self) -> str:
+        return f"{self.rng.getrandbits(32):08x}"
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        interval = self.config.reconnect_interval_ms
+        for name in self.names:
+            self._boot(self.nodes[name])
+            phase = self.rng.randint(1, interval)
+            self.scheduler.at(phase, functools.partial(self._probe, name))
+
+    def _boot(self, sim_node: SimNode) -> None:
+        sim_node.life += 1
+        sim_node.queue = []
+        sim_node.syncing = False
+        sim_node.ticks = set()
+        sim_node.link_up = {peer: True for peer in self.names if peer != sim_node.name}
+        self.server_ids.add(sim_node.server_id)
+        sim_node.node = Node(
+            name=sim_node.name,
+            server_id=sim_node.server_id,
+            ring=self.ring,
+            peers=self.names,
+            storage=sim_node.disk,
+            config=self.config,
+            rng=random.Random(self.rng.getrandbits(64)),
+            now_ms=self.scheduler.now_ms,
+        )
+
+    def alive(self, name: str) -> bool:
+        return self.nodes[name].node is not None
+
+    def alive_names(self) -> list[str]:
+        return [name for name in self.names if self.nodes[name].node is not None]
+
+    def crash(self, name: str, wipe: bool = False) -> None:
+        sim_node = self.nodes[name]
+        if sim_node.node is None:
+            return
+        sim_node.node = None
+        sim_node.life += 1
+        sim_node.queue = []
+        sim_node.syncing = False
+        sim_node.crashes += 1
+        if wipe:
+            sim_node.disk.wipe()
+            sim_node.incarnation = self._incarnation()
+            self.observer.on_wiped(name)
+        self.trace.record(self.scheduler.now_ms, name, "wipe" if wipe else "crash", b"")
+        params = self.network.params
+        for peer in self.alive_names():
+            delay = self.rng.randint(params.delay_min_ms, params.delay_max_ms)
+            self.scheduler.after(delay, functools.partial(self._connection_lost, peer, name))
+
+    def restart(self, name: str) -> None:
+        sim_node = self.nodes[name]
+        if sim_node.node is not None:
+            return
+        self._boot(sim_node)
+        self.trace.record(self.scheduler.now_ms, name, "restart", sim_node.server_id.encode())
+
+    # --- events in ------------------------------------------------------------------
+
+    def submit(self, name: str, client_id: int, request: api.Request) -> bool:
+        """A client's request arrives at `name`; False if the node is down."""
+        if self.nodes[name].node is None:
+            return False
+        self._step(name, ClientEvent(client_id, request), "client", repr(request).encode())
+        return True
+
+    def _deliver(self, src: str, dst: str, payload: bytes) -> None:
+        if self.nodes[dst].node is None:
+            self.stats.delivered_to_dead += 1
+            return
+        message = codec.decode(payload)
+        self._step(dst, MessageEvent(src, message), "msg:" + src, payload)
+
+    def _step(self, name: str, event: Event, kind: str, payload: bytes) -> None:
+        sim_node = self.nodes[name]
+        node = sim_node.node
+        assert node is not None
+        now = self.scheduler.now_ms
+        self.trace.record(now, name, kind, payload)
+        node.step(event, now)
+        output = node.take_output()
+        if not output.empty():
+            sim_node.queue.append(output)
+            if not sim_node.syncing:
+                self._start_sync(sim_node)
+        deadline = node.next_deadline_ms()
+        if deadline is not None:
+            self._arm_tick(sim_node, deadline)
+
+    def _arm_tick(self, sim_node: SimNode, deadline_ms: int) -> None:
+        at = max(deadline_ms, self.scheduler.now_ms)
+        if at in sim_node.ticks or (sim_node.ticks and min(sim_node.ticks) <= at):
+            return
+        sim_node.ticks.add(at)
+        life = sim_node.life
+        self.scheduler.at(at, lambda: self._tick(sim_node, life, at))
+
+    def _tick(self, sim_node: SimNode, life: int, at: int) -> None:
+        if sim_node.life != life:
+            return
+        sim_node.ticks.discard(at)
+        self._step(sim_node.name, TickEvent(), "tick", b"")
+
+    # --- persist, then send ---------------------------------------------------------
+
+    def _start_sync(self, sim_node: SimNode) -> None:
+        batch, sim_node.queue = sim_node.queue, []
+        sim_node.syncing = True
+        has_writes = any(output.writes for output in batch)
+        latency = self.disk_params.fsync_ms(self.rng) if has_writes else 0
+        life = sim_node.life
+        self.scheduler.after(latency, lambda: self._sync_done(sim_node, life, batch))
+
+    def _sync_done(self, sim_node: SimNode, life: int, batch: list[Output]) -> None:
+        if sim_node.life != life:
+            return  # crashed during the sync: the batch is lost
+        node = sim_node.node
+        assert node is not None
+        writes = [write for output in batch for write in output.writes]
+        if writes:
+            hook = sim_node.sync_hook(writes) if sim_node.sync_hook is not None else None
+            if hook is not None:
+                sim_node.sync_hook = None
+            if hook == "before":
+                self.crash(sim_node.name)
+                return
+            sim_node.disk.write(writes)
+            self.stats.syncs += 1
+            self.stats.synced_writes += len(writes)
+            self.stats.sync_batch_writes_max = max(self.stats.sync_batch_writes_max, len(writes))
+            self.trace.record(self.scheduler.now_ms, sim_node.name, "sync",
+                              str(len(writes)).encode())
+            self.observer.on_synced(sim_node.name, sim_node.server_id, writes)
+            if hook == "after":
+                self.crash(sim_node.name)
+                return
+        node.on_durable(max(output.write_seq for output in batch))
+        for output in batch:
+            for peer, message in output.messages:
+                self.network.send(sim_node.name, peer, codec.encode(message))
+            for client_id, response in output.replies:
+                self.reply(client_id, response)
+        sim_node.syncing = False
+        if sim_node.queue:
+            self._start_sync(sim_node)
+
+    # --- connections ----------------------------------------------------------------
+
+    def _probe(self, name: str) -> None:
+        """Every reconnect_interval_ms: each connection is checked (keepalive / reconnect)."""
+        self.scheduler.after(self.config.reconnect_interval_ms, lambda: self._probe(name))
+        sim_node = self.nodes[name]
+        node = sim_node.node
+        if node is None:
+            return
+        for peer in sorted(sim_node.link_up):
+            reachable = self.alive(peer) and self.network.connected(name, peer)
+            if reachable != sim_node.link_up[peer] and sim_node.node is not None:
+                self._set_link(sim_node, peer, reachable)
+        if sim_node.node is not None:
+            status = sim_node.node.status()
+            self.observer.on_sample(name, int(status["requests_in_flight"]),
+                                    int(status["pending_writes"]), len(sim_node.queue))
+
+    def _connection_lost(self, name: str, peer: str) -> None:
+        sim_node = self.nodes[name]
+        if sim_node.node is not None and sim_node.link_up.get(peer) and not self.alive(peer):
+            self._set_link(sim_node, peer, False)
+
+    def _set_link(self, sim_node: SimNode, peer: str, up: bool) -> None:
+        sim_node.link_up[peer] = up
+        self.stats.peer_status_events += 1
+        event = PeerStatusEvent(peer, up)
+        self._step(sim_node.name, event, "peer", repr(event).encode())
+
+    # --- inspection (checkers, scenarios) -------------------------------------------
+
+    def partition_of(self, bucket_type: str, bucket: str, key: str) -> int:
+        return self.ring.partition_of(bucket_type, bucket, key)
+
+    def primaries(self, bucket_type: str, bucket: str, key: str, n_val: int) -> list[str]:
+        partition = self.partition_of(bucket_type, bucket, key)
+        return [target.node for target in primary_owners(self.ring, partition, n_val)]
+
+    def stored_objects(self, bucket_type: str, bucket: str, key: str) -> dict[str, api.Object]:
+        """What every live node holds for a key (its storage, with its pending writes)."""
+        partition = self.partition_of(bucket_type, bucket, key)
+        raw_key = key_bytes(bucket_type, bucket, key)
+        found: dict[str, api.Object] = {}
+        for name in self.alive_names():
+            node = self.nodes[name].node
+            assert node is not None
+            obj = node.read_object(partition, raw_key)
+            if obj is not None:
+                found[name] = obj
+        return found
+
+    def idle(self) -> bool:
+        """No node has request state, pending writes or unsent Outputs."""
+        for name in self.alive_names():
+            sim_node = self.nodes[name]
+            assert sim_node.node is not None
+            status = sim_node.node.status()
+            if status["requests_in_flight"] or status["pending_writes"]:
+                return False
+            if sim_node.queue or sim_node.syncing:
+                return False
+        return True
+
+
+def decode_stored(value: bytes) -> api.Object:
+    return m.decode_object(value)
