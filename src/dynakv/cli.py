@@ -138,9 +138,10 @@ def run_kv_command(args: argparse.Namespace) -> int:
         return 0 if obj.exists else 1
     if args.command == "put":
         value = sys.stdin.buffer.read() if args.value == "-" else args.value.encode()
-        obj = client.put(args.bucket, args.key, value, bucket_type=args.type, context=context,
-                         content_type=args.content_type, return_body=True)
-        print_object(obj, args.json)
+        stored = client.put(args.bucket, args.key, value, bucket_type=args.type,
+                            context=context, content_type=args.content_type, return_body=True)
+        if stored is not None:
+            print_object(stored, args.json)
         return 0
     client.delete(args.bucket, args.key, bucket_type=args.type, context=context)
     return 0

@@ -379,4 +379,6 @@ def drive(operation: Operation[T], send: Callable[[Call], Reply]) -> T:
     except StopIteration as stop:
         result: T = stop.value
         return result
+    finally:
+        operation.close()
 

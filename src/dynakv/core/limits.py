@@ -45,3 +45,6 @@ RING_SIZE_MAX = 1 << 16
 N_VAL_MAX = 16
 # Request timeout a client may ask for.
 REQUEST_TIMEOUT_MAX_MS = 10 * 60 * 1000
+# Latencies kept per operation for /stats percentiles (a sliding window: the
+# percentiles describe the last this-many requests, in bounded memory).
+LATENCY_WINDOW_SAMPLES = 10_000

@@ -70,9 +70,7 @@ STATUS_BY_KIND: dict[ErrorKind, int] = {
 RESOURCES: dict[str, str] = {
     "riak_kv_wm_bucket_type": "/types",
     "riak_kv_wm_buckets": "/buckets",
-    "riak_kv_wm_index": "/buckets",
     "riak_kv_wm_keylist": "/buckets",
-    "riak_kv_wm_link_walker": "/buckets",
     "riak_kv_wm_object": "/buckets",
     "riak_kv_wm_ping": "/ping",
     "riak_kv_wm_preflist": "/buckets",

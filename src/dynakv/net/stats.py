@@ -13,12 +13,11 @@ import math
 from collections import deque
 from typing import Literal
 
+from dynakv.core import limits
+
 Operation = Literal["get", "put", "delete"]
 OPERATIONS: tuple[Operation, ...] = ("get", "put", "delete")
 
-# Latency samples kept per operation: enough for a stable 99th percentile over the
-# last few seconds of a busy node, and a few hundred kB of memory at most.
-LATENCY_WINDOW_SAMPLES = 10_000
 
 # Riak's suffixes for a latency summary, and the percentile each stands for
 # (the mean is computed apart).
@@ -29,7 +28,7 @@ PERCENTILES: tuple[tuple[str, float], ...] = (("median", 50.0), ("95", 95.0), ("
 class LatencyWindow:
     """The last `size` latencies of one operation, in microseconds."""
 
-    def __init__(self, size: int = LATENCY_WINDOW_SAMPLES) -> None:
+    def __init__(self, size: int = limits.LATENCY_WINDOW_SAMPLES) -> None:
         assert size > 0
         self._samples: deque[int] = deque(maxlen=size)
 
@@ -60,7 +59,7 @@ def nearest_rank(ordered: list[int], percentile: float) -> int:
 class RequestStats:
     """Counts and latency windows of the gets, puts and deletes the API served."""
 
-    def __init__(self, window_samples: int = LATENCY_WINDOW_SAMPLES) -> None:
+    def __init__(self, window_samples: int = limits.LATENCY_WINDOW_SAMPLES) -> None:
         self.counts: dict[Operation, int] = dict.fromkeys(OPERATIONS, 0)
         self.latencies: dict[Operation, LatencyWindow] = {
             operation: LatencyWindow(window_samples) for operation in OPERATIONS
