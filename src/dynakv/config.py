@@ -28,8 +28,15 @@ class Config:
     reconnect_interval_ms: int = 500
     # Group commit: at most this many writes in one storage transaction.
     group_commit_writes_max: int = 5_000
-    # Hinted handoff (temporary-failures issue); switch off to let replicas miss writes.
+    # Failure detector (core/detector.py): ping each peer this often; a peer that
+    # leaves a ping unanswered this long is down until it answers again.
+    probe_interval_ms: int = 1_000
+    probe_timeout_ms: int = 3_000
+    # Sloppy quorum and hinted handoff (Cassandra's hinted_handoff_enabled): with it
+    # off, writes go to the primary owners that are up, and no fallback keeps hints.
     hinted_handoff_enabled: bool = True
+    # How often a fallback looks for hints to deliver to owners that are up again.
+    handoff_interval_ms: int = 1_000
 
     def with_options(self, **changes: Any) -> Config:
         known = {field.name for field in fields(self)}
@@ -40,9 +47,11 @@ class Config:
 
 
 PRESETS: dict[str, Config] = {
-    "local": Config(request_timeout_ms=5_000, connect_timeout_ms=500, reconnect_interval_ms=250),
+    "local": Config(request_timeout_ms=5_000, connect_timeout_ms=500, reconnect_interval_ms=250,
+                    probe_interval_ms=250, probe_timeout_ms=1_000, handoff_interval_ms=250),
     "lan": Config(),
-    "wan": Config(request_timeout_ms=30_000, connect_timeout_ms=5_000, reconnect_interval_ms=2_000),
+    "wan": Config(request_timeout_ms=30_000, connect_timeout_ms=5_000, reconnect_interval_ms=2_000,
+                  probe_interval_ms=2_000, probe_timeout_ms=10_000),
 }
 
 

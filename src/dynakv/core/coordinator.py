@@ -106,6 +106,7 @@ class GetState:
     single_value: bool  # allow_mult false or last_write_wins: resolve to one sibling
     asked: tuple[str, ...]
     primaries: frozenset[str]
+    hint_for: dict[str, str] = field(default_factory=dict)  # fallback -> owner it stands in for
     replies: dict[str, api.Object | None] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     failed_nodes: set[str] = field(default_factory=set)
@@ -198,7 +199,19 @@ class ListState:
     done: bool = False
 
 
-RequestState = PutState | GetState | ForwardState | ListState
+@dataclass(slots=True)
+class HandoffState:
+    """One hinted object on its way from this fallback to its owner."""
+
+    deadline_ms: int
+    target: str
+    row: bytes  # the hint's storage key
+    partition: int
+    key: bytes
+    obj: api.Object
+
+
+RequestState = PutState | GetState | ForwardState | ListState | HandoffState
 
 
 def live_siblings(obj: api.Object) -> tuple[api.Content, ...]:

@@ -48,3 +48,7 @@ REQUEST_TIMEOUT_MAX_MS = 10 * 60 * 1000
 # Latencies kept per operation for /stats percentiles (a sliding window: the
 # percentiles describe the last this-many requests, in bounded memory).
 LATENCY_WINDOW_SAMPLES = 10_000
+# Hints a fallback keeps for one down owner. A hint is a small row on disk (the
+# object is the fallback's own copy); a million per target bounds the disk a long
+# outage can cost. Past it the fallback refuses to stand in (see core/hints.py).
+HINTS_PER_TARGET_MAX = 1_000_000

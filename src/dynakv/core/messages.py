@@ -17,12 +17,14 @@ PROTOCOL_VERSION = 1
 
 @dataclass(frozen=True, slots=True)
 class ReplicaPut:
-    """Merge this object into your replica and acknowledge (request_id 0: no ack)."""
+    """Merge this object into your replica and acknowledge (request_id 0: no ack).
+    With hint_for set you are a fallback: keep a hint for that owner too."""
 
     request_id: int
     partition: int
     key: bytes
     obj: api.Object
+    hint_for: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,18 @@ class BucketPropsUpdate:
     version: tuple[int, str]
 
 
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """A failure-detector probe; answer with a Pong."""
+
+    sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    sequence: int
+
+
 Message = (
     ReplicaPut
     | ReplicaPutAck
@@ -97,6 +111,8 @@ Message = (
     | ListPage
     | ListPageReply
     | BucketPropsUpdate
+    | Ping
+    | Pong
 )
 
 for _tag, _cls in enumerate(
@@ -105,7 +121,7 @@ for _tag, _cls in enumerate(
         api.GetRequest, api.PutRequest, api.DeleteRequest,
         api.ObjectResponse, api.DoneResponse, api.ErrorResponse,
         ReplicaPut, ReplicaPutAck, ReplicaGet, ReplicaGetReply, Forward, ForwardReply,
-        ListPage, ListPageReply, BucketPropsUpdate,
+        ListPage, ListPageReply, BucketPropsUpdate, Ping, Pong,
     ),
     start=1,
 ):

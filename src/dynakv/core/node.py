@@ -28,6 +28,7 @@ from dynakv.core.coordinator import (
     ClientReplyTo,
     ForwardState,
     GetState,
+    HandoffState,
     ListState,
     Outcome,
     PeerReplyTo,
@@ -37,7 +38,16 @@ from dynakv.core.coordinator import (
     live_siblings,
     resolve_single,
 )
+from dynakv.core.detector import FailureDetector
 from dynakv.core.errors import ClientError, DynakvError, ErrorKind, Unavailable
+from dynakv.core.hints import (
+    HANDOFF_BATCH_MAX,
+    HINTS_PARTITION,
+    HintLedger,
+    hint_key,
+    parse_hint_key,
+    target_prefix,
+)
 from dynakv.core.ring import (
     Ring,
     Target,
@@ -127,7 +137,11 @@ class Node:
         self.config = config
         self.rng = rng
         self.now_ms = now_ms
-        self.down: set[str] = set()
+        self.detector = FailureDetector(
+            self.peers, config.probe_interval_ms, config.probe_timeout_ms, now_ms)
+        self.hints = HintLedger()
+        self._next_handoff_ms = now_ms
+        self._probe_sequence = 0
         self.stats: dict[str, int] = {}
         self._pending: dict[tuple[int, bytes], tuple[int, bytes | None]] = {}
         self._write_seq = 0
@@ -138,6 +152,7 @@ class Node:
         self._next_request_id = 1
         self._bucket_props: dict[tuple[str, str], tuple[BucketProps, tuple[int, str]]] = {}
         self._load_bucket_props()
+        self._load_hints()
 
     # --- driver interface -----------------------------------------------------------
 
@@ -149,9 +164,13 @@ class Node:
             case StreamAckEvent(client_id):
                 self._on_stream_ack(client_id)
             case MessageEvent(sender, message):
+                if self.detector.heard_from(sender):
+                    self._peer_came_up(sender)
                 self._on_message(sender, message)
             case TickEvent():
                 self._expire()
+                self._probe()
+                self._handoff()
             case PeerStatusEvent(node, up):
                 self._on_peer_status(node, up)
 
@@ -172,10 +191,21 @@ class Node:
     def next_deadline_ms(self) -> int | None:
         while self._deadlines and self._deadlines[0][1] not in self._requests:
             heapq.heappop(self._deadlines)
-        return self._deadlines[0][0] if self._deadlines else None
+        deadlines = [self._deadlines[0][0]] if self._deadlines else []
+        probe = self.detector.next_deadline_ms()
+        if probe is not None:
+            deadlines.append(probe)
+        if self.hints.counts:
+            deadlines.append(self._next_handoff_ms)
+        return min(deadlines) if deadlines else None
+
+    @property
+    def down(self) -> set[str]:
+        """The peers this node believes down."""
+        return set(self.detector.down_peers())
 
     def up_nodes(self) -> set[str]:
-        return {self.name, *(peer for peer in self.peers if peer not in self.down)}
+        return {self.name, *self.detector.up_peers()}
 
     # --- storage view ---------------------------------------------------------------
 
@@ -294,7 +324,12 @@ class Node:
         return f"{self.rng.getrandbits(64):016x}"
 
     def _preference(self, partition: int, n_val: int) -> list[Target]:
-        return preference_list(self.ring, partition, n_val, self.up_nodes())
+        """The key's replicas: sloppy (up primaries, then fallbacks) with hinted
+        handoff on; only the up primaries with it off."""
+        targets = preference_list(self.ring, partition, n_val, self.up_nodes())
+        if not self.config.hinted_handoff_enabled:
+            targets = [target for target in targets if target.primary]
+        return targets
 
     # --- client requests ------------------------------------------------------------
 
@@ -408,9 +443,12 @@ class Node:
                 f"w={max(w, dw)} unsatisfied: only {len(targets)} replica(s) reachable; "
                 "nothing was written"
             )
-        nodes = [t.node for t in targets]
-        if self.name not in nodes and not forwarded:
-            coordinator = self.rng.choice(nodes)
+        primaries = [t.node for t in targets if t.primary]
+        if self.name not in primaries and not forwarded and (
+            primaries or self.name not in (t.node for t in targets)
+        ):
+            # A primary owner coordinates; a fallback only when no primary is up.
+            coordinator = self.rng.choice(primaries or [t.node for t in targets])
             request_id = self._new_request(ForwardState(reply_to, deadline, coordinator))
             self._count("forwards")
             self._send(coordinator, m.Forward(request_id, request))
@@ -450,6 +488,10 @@ class Node:
                 "to resolve them",
                 ErrorKind.CONFLICT,
             )
+        mine = next((t for t in targets if t.node == self.name), None)
+        if mine is not None and mine.hint_for and not self._add_hint(mine.hint_for, partition, key):
+            raise Unavailable(f"this fallback holds the maximum of hints for {mine.hint_for}; "
+                              "nothing was written")
         self._store_object(partition, key, obj)
         w, dw, pw = quorums
         primaries = frozenset(t.node for t in targets if t.primary)
@@ -462,7 +504,8 @@ class Node:
         state.ack(self.name)
         for target in targets:
             if target.node != self.name:
-                self._send(target.node, m.ReplicaPut(request_id, partition, key, obj))
+                self._send(target.node,
+                           m.ReplicaPut(request_id, partition, key, obj, target.hint_for))
         self._check_put(request_id, state)
 
     def _check_put(self, request_id: int, state: PutState) -> None:
@@ -505,6 +548,7 @@ class Node:
             props.last_write_wins or not props.allow_mult,
             tuple(t.node for t in targets),
             frozenset(t.node for t in targets if t.primary),
+            {t.node: t.hint_for for t in targets if t.hint_for},
         )
         request_id = self._new_request(state)
         for target in targets:
@@ -533,7 +577,23 @@ class Node:
                     self._reply(state.reply_to, api.ObjectResponse(
                         live_siblings(merged), api.encode_context(dvvset.join(merged))))
         if len(state.replies) == len(state.asked):
+            self._read_repair(state)
             self._finish(request_id)
+
+    def _read_repair(self, state: GetState) -> None:
+        """Send the merged version to every replica that answered with less."""
+        merged = state.merged()
+        if merged is None:
+            return
+        for node, obj in sorted(state.replies.items()):
+            if node in state.failed_nodes or obj == merged:
+                continue
+            self._count("read_repairs")
+            hint_for = state.hint_for.get(node, "")
+            if node == self.name:
+                self._merge_replica(state.partition, state.key, merged, hint_for)
+            else:
+                self._send(node, m.ReplicaPut(0, state.partition, state.key, merged, hint_for))
 
     # --- listings -------------------------------------------------------------------
 
@@ -658,14 +718,11 @@ class Node:
 
     def _on_message(self, sender: str, message: m.Message) -> None:
         match message:
-            case m.ReplicaPut(request_id, partition, key, obj):
+            case m.ReplicaPut(request_id, partition, key, obj, hint_for):
                 self._count("replica_puts")
-                local = self.read_object(partition, key)
-                merged = obj if local is None else dvvset.sync(local, obj)
-                if merged != local:
-                    self._store_object(partition, key, merged)
+                error = self._merge_replica(partition, key, obj, hint_for)
                 if request_id:
-                    self._send(sender, m.ReplicaPutAck(request_id))
+                    self._send(sender, m.ReplicaPutAck(request_id, error))
             case m.ReplicaPutAck(request_id, error):
                 state = self._requests.get(request_id)
                 if isinstance(state, PutState):
@@ -674,6 +731,8 @@ class Node:
                     else:
                         state.ack(sender)
                     self._check_put(request_id, state)
+                elif isinstance(state, HandoffState):
+                    self._handoff_done(request_id, state, error)
             case m.ReplicaGet(request_id, partition, key):
                 self._count("replica_gets")
                 self._send(sender, m.ReplicaGetReply(request_id, self.read_object(partition, key)))
@@ -705,18 +764,26 @@ class Node:
                         self._pump_listing(request_id, state)
             case m.BucketPropsUpdate(bucket_type, bucket, props, version):
                 self._set_bucket_props(bucket_type, bucket, props, version)
+            case m.Ping(sequence):
+                self._send(sender, m.Pong(sequence))
+            case m.Pong():
+                pass  # hearing from the peer is all a pong is for
 
     def _on_peer_status(self, node: str, up: bool) -> None:
-        if node not in self.peers:
-            return
-        if up:
-            if node in self.down:
-                self.down.discard(node)
-            for (bucket_type, bucket), (_props, version) in sorted(self._bucket_props.items()):
-                stored = self._stored_props_json(bucket_type, bucket)
-                self._send(node, m.BucketPropsUpdate(bucket_type, bucket, stored or None, version))
-            return
-        self.down.add(node)
+        if self.detector.connection(node, up):
+            if up:
+                self._peer_came_up(node)
+            else:
+                self._peer_went_down(node)
+
+    def _peer_came_up(self, node: str) -> None:
+        """Catch the peer up on bucket properties; hints go on the next handoff round."""
+        for (bucket_type, bucket), (_props, version) in sorted(self._bucket_props.items()):
+            stored = self._stored_props_json(bucket_type, bucket)
+            self._send(node, m.BucketPropsUpdate(bucket_type, bucket, stored or None, version))
+        self._next_handoff_ms = min(self._next_handoff_ms, self.now_ms)
+
+    def _peer_went_down(self, node: str) -> None:
         for request_id, state in list(self._requests.items()):
             self._peer_failed(request_id, state, node, "down")
 
@@ -733,6 +800,8 @@ class Node:
                     ErrorKind.TIMEOUT,
                     f"coordinator {node} went down; the write may or may not survive"))
                 self._finish(request_id)
+            case HandoffState() if state.target == node:
+                self._handoff_done(request_id, state, "down")
             case ListState():
                 for partition, (peer, start) in list(state.in_flight.items()):
                     if peer == node:
@@ -758,6 +827,7 @@ class Node:
                     ErrorKind.TIMEOUT, "timeout: " + state.failure_message()))
             case GetState():
                 if not state.done:
+                    state.done = True
                     self._reply(state.reply_to, api.ErrorResponse(
                         ErrorKind.TIMEOUT, "timeout: " + state.failure_message()))
             case ForwardState(reply_to, _deadline, coordinator):
@@ -770,7 +840,104 @@ class Node:
                     state.done = True
                     self._reply(state.reply_to, api.ErrorResponse(
                         ErrorKind.TIMEOUT, "timeout: the listing did not finish in time"))
+            case HandoffState():
+                self._handoff_done(request_id, state, "timeout")
+                return
+        if isinstance(state, GetState):
+            self._read_repair(state)
         self._finish(request_id)
+
+    # --- replicas and hinted handoff ------------------------------------------------
+
+    def _merge_replica(self, partition: int, key: bytes, obj: api.Object, hint_for: str) -> str:
+        """Merge `obj` into this replica (as a fallback for `hint_for` if set).
+        Returns an error text, empty on success."""
+        if hint_for and not self._add_hint(hint_for, partition, key):
+            return f"fallback {self.name} holds the maximum of hints for {hint_for}"
+        local = self.read_object(partition, key)
+        merged = obj if local is None else dvvset.sync(local, obj)
+        if merged != local:
+            self._store_object(partition, key, merged)
+        return ""
+
+    def _load_hints(self) -> None:
+        start = b""
+        while True:
+            page = self.storage.scan(HINTS_PARTITION, start, 10_000)
+            for raw, _ in page:
+                self.hints.add(parse_hint_key(raw)[0])
+            if len(page) < 10_000:
+                return
+            start = page[-1][0] + b"\x00"
+
+    def _add_hint(self, target: str, partition: int, key: bytes) -> bool:
+        """Record that `target` must get this key; False past the per-target bound."""
+        row = hint_key(target, partition, key)
+        if self._read(HINTS_PARTITION, row) is not None:
+            return True
+        if self.hints.counts.get(target, 0) >= limits.HINTS_PER_TARGET_MAX:
+            self.hints.refused += 1
+            return False
+        self._write(HINTS_PARTITION, row, b"\x01")
+        self.hints.add(target)
+        return True
+
+    def _probe(self) -> None:
+        for peer in self.detector.expire(self.now_ms):
+            self._peer_went_down(peer)
+        for peer in self.detector.probes_due(self.now_ms):
+            self._probe_sequence += 1
+            self._send(peer, m.Ping(self._probe_sequence))
+
+    def _handoff(self) -> None:
+        """Deliver hinted objects to owners that are up again, a batch at a time."""
+        if self.now_ms < self._next_handoff_ms or not self.hints.counts:
+            return
+        self._next_handoff_ms = self.now_ms + self.config.handoff_interval_ms
+        for target in sorted(self.hints.counts):
+            if not self.detector.is_up(target) or not self.hints.due(target, self.now_ms):
+                continue
+            prefix = target_prefix(target)
+            for row, _ in self._scan(HINTS_PARTITION, prefix, HANDOFF_BATCH_MAX):
+                if not row.startswith(prefix):
+                    break
+                _, partition, key = parse_hint_key(row)
+                obj = self.read_object(partition, key)
+                if obj is None:  # nothing left to hand off
+                    self._write(HINTS_PARTITION, row, None)
+                    self.hints.remove(target)
+                    continue
+                state = HandoffState(self.now_ms + self.config.request_timeout_ms, target, row,
+                                     partition, key, obj)
+                request_id = self._new_request(state)
+                self.hints.in_flight[target] = self.hints.in_flight.get(target, 0) + 1
+                self._send(target, m.ReplicaPut(request_id, partition, key, obj))
+
+    def _handoff_done(self, request_id: int, state: HandoffState, error: str) -> None:
+        self._finish(request_id)
+        target = state.target
+        self.hints.in_flight[target] = max(0, self.hints.in_flight.get(target, 0) - 1)
+        if error:
+            self.hints.failed(target, self.now_ms)
+            return
+        self.hints.succeeded(target)
+        if self.read_object(state.partition, state.key) != state.obj:
+            return  # changed meanwhile: the hint stays, the next round sends the new version
+        self._write(HINTS_PARTITION, state.row, None)
+        self.hints.remove(target)
+        self.hints.delivered += 1
+        self._drop_fallback_copy(state.partition, state.key)
+
+    def _drop_fallback_copy(self, partition: int, key: bytes) -> None:
+        """A fallback that is not a primary owner drops its copy once no hint needs it."""
+        bucket_type, bucket, _ = split_key_bytes(key)
+        n_val = self.props_for(bucket_type, bucket).n_val
+        if any(t.node == self.name for t in primary_owners(self.ring, partition, n_val)):
+            return
+        if any(self._read(HINTS_PARTITION, hint_key(peer, partition, key)) is not None
+               for peer in self.peers):
+            return
+        self._write(partition, key, None)
 
     # --- status ---------------------------------------------------------------------
 
@@ -792,6 +959,12 @@ class Node:
                 for name in sorted({self.name, *self.peers})
             ],
             "requests_in_flight": len(self._requests),
+            "hints": {
+                "queued": dict(sorted(self.hints.counts.items())),
+                "delivered": self.hints.delivered,
+                "refused": self.hints.refused,
+            },
+            "hinted_handoff_enabled": self.config.hinted_handoff_enabled,
             "pending_writes": len(self._pending),
             "counters": dict(sorted(self.stats.items())),
         }

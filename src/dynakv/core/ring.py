@@ -84,12 +84,14 @@ class Ring:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One replica of a key: the node, the ring position it was found at, and
-    whether it is one of the key's N primary owners (else a fallback)."""
+    """One replica of a key: the node, the ring position it was found at,
+    whether it is one of the key's N primary owners, and for a fallback the down
+    primary it stands in for (its hint names that node)."""
 
     partition: int
     node: str
     primary: bool
+    hint_for: str = ""
 
 
 def primary_owners(ring: Ring, partition: int, n: int) -> list[Target]:
@@ -122,6 +124,7 @@ def preference_list(
     if len(chosen) == n:
         return chosen
     seen = {target.node for target in primaries}
+    stand_in_for = [target.node for target in primaries if target.node not in up]
     start = primaries[-1].partition if primaries else partition
     for step in range(1, ring.size + 1):
         if len(chosen) == n:
@@ -130,5 +133,5 @@ def preference_list(
         owner = ring.owners[index]
         if owner not in seen and owner in up:
             seen.add(owner)
-            chosen.append(Target(index, owner, False))
+            chosen.append(Target(index, owner, False, stand_in_for.pop(0)))
     return chosen

@@ -2,8 +2,9 @@
 
 Reads are plain synchronous calls; writes are effects that the driver applies in
 one transaction and one sync for many events (group commit) before it sends the
-messages and replies that depend on them. Keys are (partition, bytes); partition
-META_PARTITION holds node metadata (incarnation, ring, bucket properties).
+messages and replies that depend on them. Keys are (partition, bytes); negative
+partitions are not ring partitions: META_PARTITION holds node metadata (bucket
+properties), core/hints.py's HINTS_PARTITION the hints of hinted handoff.
 """
 
 from __future__ import annotations

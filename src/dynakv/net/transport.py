@@ -13,6 +13,7 @@ fails marks the peer down (the driver tells the core), and it is retried every
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from dynakv.core.errors import PeerProtocolError
 log = logging.getLogger("dynakv.transport")
 
 _LENGTH = struct.Struct(">I")
+# However often sends ask for a connection, attempts are at least this far apart.
+RECONNECT_MIN_INTERVAL_S = 0.05
 PROTOCOL_NAME = "dynakv-internode"
 
 
@@ -165,6 +168,12 @@ class PeerLink:
         self.protocol: OutboundProtocol | None = None
         self.up = True  # the core starts assuming every peer is up
         self._handshaken = asyncio.Event()
+        # Frames sent while not connected wait here, bounded, and go out once
+        # connected; a send also cuts the wait before the next connection attempt
+        # short (the core may know the peer is alive before this link does).
+        self._backlog: list[bytes] = []
+        self._backlog_bytes = 0
+        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -192,11 +201,19 @@ class PeerLink:
             except (OSError, TimeoutError) as error:
                 log.debug("connect to %s failed: %s", self.peer, error)
             self._mark(False)
-            await asyncio.sleep(config.reconnect_interval_ms / 1000)
+            self._wake.clear()
+            await asyncio.sleep(RECONNECT_MIN_INTERVAL_S)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(config.reconnect_interval_ms / 1000):
+                    await self._wake.wait()
 
     def connected(self, protocol: OutboundProtocol) -> None:
         self.protocol = protocol
         self._handshaken.set()
+        backlog, self._backlog = self._backlog, []
+        self._backlog_bytes = 0
+        for payload in backlog:
+            protocol.send(payload)
         self._mark(True)
 
     def disconnected(self, protocol: OutboundProtocol) -> None:
@@ -207,6 +224,9 @@ class PeerLink:
                 self.start()
 
     def _mark(self, up: bool) -> None:
+        if not up:
+            self._backlog = []
+            self._backlog_bytes = 0
         if up != self.up:
             self.up = up
             log.info("peer %s is %s", self.peer, "up" if up else "down")
@@ -214,7 +234,13 @@ class PeerLink:
 
     def send(self, payload: bytes) -> bool:
         if self.protocol is None or self.protocol.transport is None:
-            return False
+            self._wake.set()
+            if (len(self._backlog) >= limits.PEER_QUEUE_MAX_MESSAGES
+                    or self._backlog_bytes + len(payload) > limits.FRAME_SIZE_MAX_BYTES):
+                return False
+            self._backlog.append(payload)
+            self._backlog_bytes += len(payload)
+            return True
         buffered = self.protocol.transport.get_write_buffer_size()
         if buffered > limits.FRAME_SIZE_MAX_BYTES:
             return False

@@ -2,8 +2,8 @@
 
 Layout: one environment `DIR/data.lmdb` with two databases: `data`, keyed by a
 4-byte big-endian partition number followed by the key's canonical bytes (so a
-partition, and a bucket within it, is a contiguous key range), and `meta` for
-node metadata. The map starts at 1 GiB and doubles whenever it fills (LMDB's map
+partition, and a bucket within it, is a contiguous key range), `meta` for node
+metadata (META_PARTITION) and `hints` for hinted handoff (HINTS_PARTITION). The map starts at 1 GiB and doubles whenever it fills (LMDB's map
 is virtual and sparse); a full disk raises StorageFull (HTTP 503) and applies
 nothing. Each `write` is one transaction and one fsync: the driver calls it with
 the writes of many requests at once (group commit).
@@ -20,6 +20,7 @@ from typing import Any
 import lmdb
 
 from dynakv.core.errors import StorageFull
+from dynakv.core.hints import HINTS_PARTITION
 from dynakv.core.storage import META_PARTITION, Write
 
 MAP_SIZE_INITIAL_BYTES = 1 << 30
@@ -48,10 +49,13 @@ class LmdbStorage:
         self._lock = threading.Lock()
         self._data = self._env.open_db(b"data")
         self._meta = self._env.open_db(b"meta")
+        self._hints = self._env.open_db(b"hints")
 
     def _locate(self, partition: int, key: bytes) -> tuple[Any, bytes]:
         if partition == META_PARTITION:
             return self._meta, key
+        if partition == HINTS_PARTITION:
+            return self._hints, key
         return self._data, _partition_prefix(partition) + key
 
     def get(self, partition: int, key: bytes) -> bytes | None:
@@ -62,7 +66,7 @@ class LmdbStorage:
 
     def scan(self, partition: int, start: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         db, full_start = self._locate(partition, start)
-        prefix = b"" if partition == META_PARTITION else _partition_prefix(partition)
+        prefix = b"" if partition < 0 else _partition_prefix(partition)
         out: list[tuple[bytes, bytes]] = []
         with self._lock, self._env.begin(db=db) as txn:
             cursor = txn.cursor()
