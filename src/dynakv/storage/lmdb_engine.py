@@ -3,10 +3,11 @@
 Layout: one environment `DIR/data.lmdb` with two databases: `data`, keyed by a
 4-byte big-endian partition number followed by the key's canonical bytes (so a
 partition, and a bucket within it, is a contiguous key range), `meta` for node
-metadata (META_PARTITION) and `hints` for hinted handoff (HINTS_PARTITION). The map starts at 1 GiB and doubles whenever it fills (LMDB's map
-is virtual and sparse); a full disk raises StorageFull (HTTP 503) and applies
-nothing. Each `write` is one transaction and one fsync: the driver calls it with
-the writes of many requests at once (group commit).
+metadata (META_PARTITION) and `hints` for hinted handoff (HINTS_PARTITION). The map
+starts at 1 GiB and doubles whenever it fills (LMDB's map is virtual and sparse); a
+full disk raises StorageFull (HTTP 503) and applies nothing. Each `write` is one
+transaction and one fsync: the driver calls it with the writes of many requests at
+once (group commit).
 """
 
 from __future__ import annotations
