@@ -71,6 +71,8 @@ def add_node_parser(commands: Any) -> None:
     p.add_argument("--ring-size", type=int, default=None,
                    help="partitions, a power of two (used only at creation; default 64)")
     p.add_argument("--preset", default="lan", choices=sorted(PRESETS), help="timing preset")
+    p.add_argument("--hinted-handoff", default="on", choices=["on", "off"],
+                   help="sloppy quorum with hinted handoff (default on)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(run=run_node_command)
 
@@ -81,7 +83,8 @@ def run_node_command(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(),
                         format=f"%(asctime)s {args.name} %(levelname)s %(name)s: %(message)s")
-    config = preset(args.preset).with_options(cluster_name=args.cluster)
+    config = preset(args.preset).with_options(
+        cluster_name=args.cluster, hinted_handoff_enabled=args.hinted_handoff == "on")
     if args.ring_size is not None:
         if not is_power_of_two(args.ring_size) or args.ring_size > 65536:
             raise UsageError("--ring-size must be a power of two up to 65536")
