@@ -121,7 +121,7 @@ def put_runs(draw: st.DrawFn) -> tuple[PutState, list[tuple[str, bool]]]:
             list(zip(answers, oks, strict=True)))
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(put_runs())
 def test_put_outcome_is_exact_and_final(run: tuple[PutState, list[tuple[str, bool]]]) -> None:
     state, answers = run
@@ -297,7 +297,7 @@ def get_runs(draw: st.DrawFn) -> tuple[GetState, list[tuple[str, str]]]:
     return state, list(zip(order, kinds, strict=True))
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(get_runs())
 def test_get_outcome_properties(run: tuple[GetState, list[tuple[str, str]]]) -> None:
     state, answers = run

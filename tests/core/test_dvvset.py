@@ -112,7 +112,7 @@ def check_well_formed(clock: Clock[int], history: History) -> None:
     assert len(dvvset.ids(clock)) <= len(history.servers)
     assert set(dvvset.ids(clock)) <= set(history.servers)
     for entry in clock.entries:
-        assert 1 <= entry.counter and len(entry.values) <= entry.counter
+        assert entry.counter >= 1 and len(entry.values) <= entry.counter
     # Every (dot, value) is the one its write made.
     truth = history.dot_values()
     for dot, value in zip(dvvset.dots(clock), dvvset.values(clock), strict=True):
@@ -122,7 +122,7 @@ def check_well_formed(clock: Clock[int], history: History) -> None:
 # --- the algebra ------------------------------------------------------------------------
 
 
-@settings(max_examples=150)
+@settings(max_examples=80)
 @given(histories(), st.data())
 def test_sync_is_commutative_associative_idempotent(history: History,
                                                      data: st.DataObject) -> None:
@@ -138,7 +138,7 @@ def test_sync_is_commutative_associative_idempotent(history: History,
     assert set(dvvset.values(merged)) <= set(dvvset.values(a)) | set(dvvset.values(b))
 
 
-@settings(max_examples=150)
+@settings(max_examples=60)
 @given(histories())
 def test_clocks_are_well_formed_and_bounded_by_servers(history: History) -> None:
     for clock in history.snapshots:
@@ -147,7 +147,7 @@ def test_clocks_are_well_formed_and_bounded_by_servers(history: History) -> None
     assert len(dvvset.ids(history.everything())) <= len(history.servers)
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(histories(max_ops=40))
 def test_siblings_are_exactly_the_writes_no_context_covered(history: History) -> None:
     everything = history.everything()
@@ -162,7 +162,7 @@ def test_siblings_are_exactly_the_writes_no_context_covered(history: History) ->
     assert dvvset.size(everything) == len(live) <= len(history.writes)
 
 
-@settings(max_examples=100)
+@settings(max_examples=60)
 @given(histories(), st.data())
 def test_a_write_that_saw_every_sibling_replaces_them(history: History,
                                                       data: st.DataObject) -> None:
@@ -176,7 +176,7 @@ def test_a_write_that_saw_every_sibling_replaces_them(history: History,
         assert dvvset.values(dvvset.update(dvvset.new(context, -1), clock, name)) == [-1]
 
 
-@settings(max_examples=100)
+@settings(max_examples=60)
 @given(histories(), st.data())
 def test_concurrent_writes_with_one_context_through_one_server_both_survive(
     history: History, data: st.DataObject
@@ -193,7 +193,7 @@ def test_concurrent_writes_with_one_context_through_one_server_both_survive(
     assert sorted(dvvset.values(second)) == sorted([-2, -1, *kept])
 
 
-@settings(max_examples=100)
+@settings(max_examples=60)
 @given(st.lists(st.integers(0, 3), max_size=30))
 def test_read_your_write_clients_never_make_siblings(coordinators: list[int]) -> None:
     names = ["s0", "s1", "s2", "s3"]
@@ -208,7 +208,7 @@ def test_read_your_write_clients_never_make_siblings(coordinators: list[int]) ->
 # --- last write wins --------------------------------------------------------------------
 
 
-@settings(max_examples=100)
+@settings(max_examples=60)
 @given(histories(), st.data())
 def test_last_write_wins_keeps_the_newest_value(history: History,
                                                 data: st.DataObject) -> None:
@@ -273,3 +273,32 @@ def test_clock_entries_must_be_sorted_and_distinct() -> None:
         Clock((Entry("b", 1, ()), Entry("a", 1, ())))
     with pytest.raises(AssertionError):
         Clock((Entry("a", 1, ()), Entry("a", 2, ())))
+
+
+# --- a CPython pitfall ------------------------------------------------------------------
+
+
+def test_no_code_constructs_a_clock_through_a_subscripted_alias() -> None:
+    """`Clock[X](...)`, `Entry[X](...)` and `api.Object(...)` raise TypeError on CPython
+    3.11: typing sets __orig_class__ on the new instance, and the __setattr__ of a frozen,
+    slotted dataclass then fails with "super(type, obj)" (it once broke dvvset.new with a
+    non-empty context, and the first write of every key in node.py). Construct
+    `Clock(...)` and `Entry(...)` and annotate the type instead."""
+    import ast
+    from pathlib import Path
+
+    import dynakv
+
+    offences = []
+    for path in sorted(Path(dynakv.__file__).resolve().parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            target = func.value if isinstance(func, ast.Subscript) else None
+            name = getattr(target, "id", getattr(target, "attr", None))
+            api_object = (isinstance(func, ast.Attribute) and func.attr == "Object"
+                          and getattr(func.value, "id", None) == "api")
+            if name in ("Clock", "Entry") or api_object:
+                offences.append(f"{path.name}:{node.lineno}")
+    assert offences == []

@@ -16,9 +16,10 @@ from tests.core.instant import InstantCluster
 NAMES = ["a", "b", "c", "d", "e"]
 
 
-def put(cluster: InstantCluster, via: str, key: str, value: bytes, **options: object) -> api.Response:
-    return cluster.request(via, api.PutRequest("default", "b", key, api.Content(value),
-                                               **options))  # type: ignore[arg-type]
+def put(cluster: InstantCluster, via: str, key: str, value: bytes,
+        **options: int) -> api.Response:
+    request = api.PutRequest("default", "b", key, api.Content(value), **options)  # type: ignore[arg-type]
+    return cluster.request(via, request)
 
 
 def owners(cluster: InstantCluster, key: str) -> list[str]:

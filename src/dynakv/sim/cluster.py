@@ -30,7 +30,6 @@ from typing import Literal, Protocol
 
 from dynakv.config import Config
 from dynakv.core import api, codec
-from dynakv.core import messages as m
 from dynakv.core.claim import Member, claim
 from dynakv.core.node import (
     ClientEvent,
@@ -117,10 +116,13 @@ class Cluster:
         self.reply = reply
         self.disk_params = disk_params
         self.network = Network(scheduler, network_rng, self._deliver)
-        self.ring = Ring(claim(config.ring_size, [Member(n) for n in self.names], config.n_val))
+        self.ring = make_ring(self.names, config)
         self.stats = ClusterStats()
         self.nodes = {name: SimNode(name, SimDisk(), self._incarnation()) for name in self.names}
         self.server_ids: set[str] = set()
+        # Called with a node's name when it crashes (clients connected to it see the
+        # connection drop).
+        self.crash_listeners: list[Callable[[str], None]] = []
 
     def _incarnation(self) -> str:
         return f"{self.rng.getrandbits(32):08x}"
@@ -172,6 +174,8 @@ class Cluster:
             sim_node.incarnation = self._incarnation()
             self.observer.on_wiped(name)
         self.trace.record(self.scheduler.now_ms, name, "wipe" if wipe else "crash", b"")
+        for listener in self.crash_listeners:
+            listener(name)
         params = self.network.params
         for peer in self.alive_names():
             delay = self.rng.randint(params.delay_min_ms, params.delay_max_ms)
@@ -337,5 +341,6 @@ class Cluster:
         return True
 
 
-def decode_stored(value: bytes) -> api.Object:
-    return m.decode_object(value)
+def make_ring(names: Sequence[str], config: Config) -> Ring:
+    """The ring every node starts with: the claim over equal-weight members."""
+    return Ring(claim(config.ring_size, [Member(name) for name in sorted(names)], config.n_val))

@@ -29,12 +29,16 @@ from dynakv.sim.network import Link, NetworkParams
 ActionKind = Literal["network", "cut", "restore", "crash", "wipe", "restart", "heal"]
 
 
+CLEAN = NetworkParams()
+FAST_DISK = DiskParams()
+
+
 @dataclass(frozen=True, slots=True)
 class FaultMix:
     name: str
     description: str
-    network: NetworkParams = NetworkParams()
-    disk: DiskParams = DiskParams()
+    network: NetworkParams = CLEAN
+    disk: DiskParams = FAST_DISK
     partitions: bool = False
     crashes: bool = False
     wipes_max: int = 0
@@ -149,7 +153,7 @@ def plan(
 ) -> list[FaultAction]:
     """The fault plan of one run, in time order, ending with a heal at end_ms."""
     actions: list[FaultAction] = []
-    if mix.network != NetworkParams():
+    if mix.network != CLEAN:
         actions.append(FaultAction(start_ms, "network", network=mix.network))
     partition_rng = random.Random(rng.getrandbits(64))
     crash_rng = random.Random(rng.getrandbits(64))
