@@ -214,6 +214,12 @@ def run_admin_status(args: argparse.Namespace) -> int:
         print(f"{member['name']:<20} {('up' if member['up'] else 'DOWN'):<6} "
               f"{member['partitions']:>10}")
     print(f"requests in flight: {status['requests_in_flight']}")
+    hints = status.get("hints", {})
+    queued = hints.get("queued", {})
+    print(f"hinted handoff: {'on' if status.get('hinted_handoff_enabled') else 'off'}; "
+          f"hints delivered {hints.get('delivered', 0)}, refused {hints.get('refused', 0)}")
+    for target, count in queued.items():
+        print(f"  hints queued for {target}: {count}")
     for name, value in status.get("counters", {}).items():
         print(f"  {name}: {value}")
     return 0

@@ -124,6 +124,10 @@ class Runtime:
         status["storage_commits"] = self.commits
         status["storage_committed_writes"] = self.committed_writes
         status["messages_dropped"] = self.dropped_messages
+        # Riak's names for the same counters, read by Riak's tools.
+        counters = status.get("counters", {})
+        status["read_repairs_total"] = counters.get("read_repairs", 0)
+        status["hinted_handoffs_total"] = status["hints"]["delivered"]
         return status
 
     # --- effects out ----------------------------------------------------------------
