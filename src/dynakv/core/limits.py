@@ -52,3 +52,11 @@ LATENCY_WINDOW_SAMPLES = 10_000
 # object is the fallback's own copy); a million per target bounds the disk a long
 # outage can cost. Past it the fallback refuses to stand in (see core/hints.py).
 HINTS_PER_TARGET_MAX = 1_000_000
+# Segments of one partition's Merkle tree (core/merkle.py). More segments mean fewer
+# keys to compare per differing segment, but each costs 16 bytes of every tree and
+# of a full segment-level reply. Riak's hashtree uses 1024 * 1024; past 2^20 the
+# segment level alone (16 MiB) would crowd an internode frame.
+MERKLE_SEGMENTS_MAX = 1 << 20
+# Children per inner Merkle node: a node that differs costs one reply of this many
+# 16-byte hashes per exchange round. 1024 is Riak's hashtree width (a 16 KiB reply).
+MERKLE_FANOUT_MAX = 1024
