@@ -152,11 +152,6 @@ def test_equal_values_encode_equal(message: Any) -> None:
     assert codec.encode(twin) == codec.encode(message)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="codec.encode packs dicts in insertion order: equal dicts built in another "
-    "order encode to different bytes, against the module's canonical-encoding promise",
-)
 def test_equal_dicts_encode_equal() -> None:
     one = m.BucketPropsUpdate("default", "b", {"n_val": 3, "allow_mult": True}, (1, "n1"))
     two = m.BucketPropsUpdate("default", "b", {"allow_mult": True, "n_val": 3}, (1, "n1"))
@@ -259,6 +254,16 @@ def test_context_round_trip(vector: dvvset.VersionVector) -> None:
     data = api.encode_context(vector)
     assert data[0] == api.CONTEXT_VERSION
     assert api.decode_context(data) == vector
+
+
+@settings(max_examples=100)
+@given(st.lists(st.tuples(st.text(min_size=1, max_size=4), st.integers(1, 1 << 40)),
+                max_size=6))
+def test_context_decodes_sorted_with_distinct_ids(pairs: list[tuple[str, int]]) -> None:
+    vector = api.decode_context(api.encode_context(tuple(pairs)))
+    assert list(vector) == sorted(vector)
+    assert {server_id for server_id, _ in vector} == {server_id for server_id, _ in pairs}
+    assert len({server_id for server_id, _ in vector}) == len(vector)
 
 
 def test_empty_context() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -346,12 +345,6 @@ def test_resolve_single_keeps_the_newest() -> None:
     assert dvvset.join(resolved) == dvvset.join(obj)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GetState.outcome checks basic_quorum before the impossibility test, so with "
-    "a found reply and a majority of notfounds it answers NOT_FOUND (and the node then "
-    "returns the found value with r unmet) where without basic_quorum it answers FAILED",
-)
 def test_basic_quorum_does_not_change_the_answer_once_everyone_replied() -> None:
     outcomes = []
     for basic_quorum in (False, True):

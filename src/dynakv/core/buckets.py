@@ -59,7 +59,7 @@ def parse_quorum(name: str, value: object) -> Quorum:
         text = value.strip().lower()
         if text in QUORUM_NAMES:
             return text
-        if text.isdigit():
+        if text.isascii() and text.isdigit() and len(text) <= 9:
             return int(text)
     raise ClientError(f"{name}={value!r}: expected an integer or one of {', '.join(QUORUM_NAMES)}")
 

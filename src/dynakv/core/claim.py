@@ -14,7 +14,7 @@ Pure functions of their arguments: every node computes the same ring.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -29,16 +29,26 @@ class Member:
             raise ValueError(f"node {self.name}: weight must be a positive integer")
 
 
-def quotas(ring_size: int, members: Sequence[Member]) -> dict[str, int]:
-    """Partitions per node: floor or ceiling of its weight-proportional share."""
+def quotas(
+    ring_size: int, members: Sequence[Member], current: Mapping[str, int] | None = None
+) -> dict[str, int]:
+    """Partitions per node: floor or ceiling of its weight-proportional share.
+
+    The ceilings go to nodes with a fractional share (largest-remainder method);
+    given the current counts, nodes that already hold more than their floor get them
+    first, so that a change of members moves no partition it need not move.
+    """
     if not members:
         raise ValueError("a ring needs at least one member")
+    held = current or {}
     total = sum(member.weight for member in members)
     exact = {m.name: ring_size * m.weight / total for m in members}
     counts = {name: int(share) for name, share in exact.items()}
     left = ring_size - sum(counts.values())
-    by_remainder = sorted(exact, key=lambda name: (-(exact[name] - counts[name]), name))
-    for name in by_remainder[:left]:
+    fractional = [name for name in exact if exact[name] > counts[name]]
+    ranked = sorted(fractional, key=lambda name: (
+        held.get(name, 0) <= counts[name], -(exact[name] - counts[name]), name))
+    for name in ranked[:left]:
         counts[name] += 1
     return counts
 
@@ -64,7 +74,10 @@ def claim(
     current: Sequence[str] | None = None,
 ) -> tuple[str, ...]:
     """A new ownership for `members`, moving as little of `current` as the quotas allow."""
-    quota = quotas(ring_size, members)
+    held: dict[str, int] = {}
+    for owner in current or ():
+        held[owner] = held.get(owner, 0) + 1
+    quota = quotas(ring_size, members, held)
     owners: list[str | None] = [None] * ring_size
     if current is not None:
         assert len(current) == ring_size

@@ -39,11 +39,18 @@ def register_enum(tag: int, cls: type[Enum]) -> None:
     _enum_tag_of[cls] = tag
 
 
+def _canonical(value: Any) -> Any:
+    """Dicts with sorted keys (msgpack packs dicts in insertion order)."""
+    if isinstance(value, dict):
+        return {key: _canonical(value[key]) for key in sorted(value)}
+    return value
+
+
 def _default(obj: Any) -> Any:
     cls = type(obj)
     tag = _tag_of.get(cls)
     if tag is not None:
-        payload = [tag, *(getattr(obj, name) for name in _field_names[cls])]
+        payload = [tag, *(_canonical(getattr(obj, name)) for name in _field_names[cls])]
         return msgpack.ExtType(_DATACLASS_EXT, msgpack.packb(payload, default=_default))
     enum_tag = _enum_tag_of.get(cls)
     if enum_tag is not None:
@@ -62,7 +69,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
 
 
 def encode(obj: Any) -> bytes:
-    packed: bytes = msgpack.packb(obj, default=_default)
+    packed: bytes = msgpack.packb(_canonical(obj), default=_default)
     return packed
 
 

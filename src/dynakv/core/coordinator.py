@@ -143,13 +143,15 @@ class GetState:
         if successes >= self.r and ok_primary >= self.pr:
             return Outcome.SUCCESS if found else Outcome.NOT_FOUND
         waiting = len(self.asked) - len(self.replies)
-        if not self.notfound_ok and self.basic_quorum and notfound >= len(self.asked) // 2 + 1:
-            return Outcome.NOT_FOUND
         unanswered_primaries = len(self.primaries - set(self.replies))
         if successes + waiting < self.r or ok_primary + unanswered_primaries < self.pr:
             if failed == 0 and found == 0:
                 return Outcome.NOT_FOUND
             return Outcome.FAILED
+        # basic_quorum only answers a certain notfound earlier.
+        majority = len(self.asked) // 2 + 1
+        if not self.notfound_ok and self.basic_quorum and found == 0 and notfound >= majority:
+            return Outcome.NOT_FOUND
         return Outcome.PENDING
 
     def merged(self) -> api.Object | None:
