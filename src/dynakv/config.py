@@ -37,6 +37,13 @@ class Config:
     hinted_handoff_enabled: bool = True
     # How often a fallback looks for hints to deliver to owners that are up again.
     handoff_interval_ms: int = 1_000
+    # Anti-entropy (core/anti_entropy.py): start an exchange at most this often;
+    # rebuild every tree from storage this often (catches disk rot); hash one page
+    # of keys per build step this often (background building at start).
+    anti_entropy_enabled: bool = True
+    anti_entropy_interval_ms: int = 10_000
+    anti_entropy_rebuild_interval_ms: int = 7 * 24 * 3600 * 1000
+    anti_entropy_build_interval_ms: int = 10
 
     def with_options(self, **changes: Any) -> Config:
         known = {field.name for field in fields(self)}
@@ -48,7 +55,8 @@ class Config:
 
 PRESETS: dict[str, Config] = {
     "local": Config(request_timeout_ms=5_000, connect_timeout_ms=500, reconnect_interval_ms=250,
-                    probe_interval_ms=250, probe_timeout_ms=1_000, handoff_interval_ms=250),
+                    probe_interval_ms=250, probe_timeout_ms=1_000, handoff_interval_ms=250,
+                    anti_entropy_interval_ms=100, anti_entropy_rebuild_interval_ms=3600 * 1000),
     "lan": Config(),
     "wan": Config(request_timeout_ms=30_000, connect_timeout_ms=5_000, reconnect_interval_ms=2_000,
                   probe_interval_ms=2_000, probe_timeout_ms=10_000),

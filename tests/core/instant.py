@@ -27,6 +27,7 @@ class InstantCluster:
         self.config = config or Config(ring_size=ring_size)
         self.ring = Ring(claim(ring_size, [Member(n) for n in names], self.config.n_val))
         self.storage = {name: MemoryStorage() for name in names}
+        self.incarnation = {name: 1 for name in names}
         self.now_ms = 0
         self.nodes = {name: self._make(name) for name in names}
         self.down: set[str] = set()
@@ -37,7 +38,8 @@ class InstantCluster:
         self._queue: deque[tuple[str, str, messages.Message]] = deque()
 
     def _make(self, name: str) -> Node:
-        return Node(name=name, server_id=f"{name}@1", ring=self.ring, peers=self.names,
+        return Node(name=name, server_id=f"{name}@{self.incarnation[name]}", ring=self.ring,
+                    peers=self.names,
                     storage=self.storage[name], config=self.config,
                     rng=random.Random(name), now_ms=self.now_ms)
 
@@ -87,6 +89,12 @@ class InstantCluster:
             if other not in self.down:
                 self.nodes[other].step(PeerStatusEvent(name, False), self.now_ms)
         self._drain()
+
+    def wipe(self, name: str) -> None:
+        """Crash `name` and lose its disk: it restarts empty, with a new incarnation."""
+        self.crash(name)
+        self.storage[name] = MemoryStorage()
+        self.incarnation[name] += 1
 
     def restart(self, name: str) -> None:
         self.down.discard(name)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from dynakv.core import api, dvvset
+from dynakv.core.anti_entropy import Exchange
 
 
 class Outcome(Enum):
@@ -213,7 +214,7 @@ class HandoffState:
     obj: api.Object
 
 
-RequestState = PutState | GetState | ForwardState | ListState | HandoffState
+RequestState = PutState | GetState | ForwardState | ListState | HandoffState | Exchange
 
 
 def live_siblings(obj: api.Object) -> tuple[api.Content, ...]:

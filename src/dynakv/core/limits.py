@@ -60,3 +60,13 @@ MERKLE_SEGMENTS_MAX = 1 << 20
 # Children per inner Merkle node: a node that differs costs one reply of this many
 # 16-byte hashes per exchange round. 1024 is Riak's hashtree width (a 16 KiB reply).
 MERKLE_FANOUT_MAX = 1024
+# Anti-entropy (core/anti_entropy.py): exchanges one node runs at once. Each holds
+# a tree walk and a few messages; two keep repair going without starving requests.
+AE_EXCHANGES_IN_FLIGHT_MAX = 2
+# Segments fetched per exchange message (each ~keys/segment items of ~50 bytes).
+AE_SEGMENTS_PER_MESSAGE = 64
+# Objects per repair message: bounded by SIBLINGS and VALUE limits, 100 keeps a
+# message of ordinary objects in the tens of kilobytes.
+AE_REPAIR_KEYS_PER_MESSAGE = 100
+# Keys hashed per build step: one LMDB page scan, a few milliseconds of CPU.
+AE_BUILD_PAGE_KEYS = 1_000

@@ -101,6 +101,56 @@ class Pong:
     sequence: int
 
 
+@dataclass(frozen=True, slots=True)
+class AeLevel:
+    """Anti-entropy: your tree's hashes at `depth` for these node indexes."""
+
+    request_id: int
+    partition: int
+    depth: int
+    indexes: tuple[int, ...]
+    shape: tuple[int, int]  # (segments, fanout): trees compare only if equal
+
+
+@dataclass(frozen=True, slots=True)
+class AeLevelReply:
+    request_id: int
+    hashes: tuple[tuple[int, bytes], ...]
+    ready: bool  # False: no built tree of that shape here (yet)
+
+
+@dataclass(frozen=True, slots=True)
+class AeSegments:
+    """Anti-entropy: the (key, object hash) items of these segments."""
+
+    request_id: int
+    partition: int
+    segments: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AeSegmentsReply:
+    request_id: int
+    items: tuple[tuple[int, tuple[tuple[bytes, bytes], ...]], ...]
+    ready: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AeRepair:
+    """Anti-entropy: merge my versions of these keys (None: I have none) and
+    answer with yours, merged."""
+
+    request_id: int
+    partition: int
+    objects: tuple[tuple[bytes, api.Object | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AeRepairReply:
+    request_id: int
+    objects: tuple[tuple[bytes, api.Object | None], ...]
+
+
 Message = (
     ReplicaPut
     | ReplicaPutAck
@@ -113,6 +163,12 @@ Message = (
     | BucketPropsUpdate
     | Ping
     | Pong
+    | AeLevel
+    | AeLevelReply
+    | AeSegments
+    | AeSegmentsReply
+    | AeRepair
+    | AeRepairReply
 )
 
 for _tag, _cls in enumerate(
@@ -122,6 +178,7 @@ for _tag, _cls in enumerate(
         api.ObjectResponse, api.DoneResponse, api.ErrorResponse,
         ReplicaPut, ReplicaPutAck, ReplicaGet, ReplicaGetReply, Forward, ForwardReply,
         ListPage, ListPageReply, BucketPropsUpdate, Ping, Pong,
+        AeLevel, AeLevelReply, AeSegments, AeSegmentsReply, AeRepair, AeRepairReply,
     ),
     start=1,
 ):

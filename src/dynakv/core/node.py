@@ -23,6 +23,7 @@ from typing import Any
 from dynakv.config import Config
 from dynakv.core import api, codec, dvvset, limits
 from dynakv.core import messages as m
+from dynakv.core.anti_entropy import AntiEntropy, Exchange, TreeBuild
 from dynakv.core.buckets import BucketProps, apply_props, resolve_quorum
 from dynakv.core.coordinator import (
     ClientReplyTo,
@@ -48,6 +49,7 @@ from dynakv.core.hints import (
     parse_hint_key,
     target_prefix,
 )
+from dynakv.core.merkle import MerkleTree, differing_children, object_hash, segment_diff
 from dynakv.core.ring import (
     Ring,
     Target,
@@ -140,6 +142,12 @@ class Node:
         self.detector = FailureDetector(
             self.peers, config.probe_interval_ms, config.probe_timeout_ms, now_ms)
         self.hints = HintLedger()
+        self.ae = AntiEntropy(next_exchange_ms=now_ms,
+                              next_rebuild_ms=now_ms + config.anti_entropy_rebuild_interval_ms)
+        self._owned = [p for p in range(ring.size)
+                       if any(t.node == name for t in primary_owners(ring, p, config.n_val))]
+        if config.anti_entropy_enabled:
+            self.ae.build_queue = list(self._owned)
         self._next_handoff_ms = now_ms
         self._probe_sequence = 0
         self.stats: dict[str, int] = {}
@@ -171,6 +179,7 @@ class Node:
                 self._expire()
                 self._probe()
                 self._handoff()
+                self._anti_entropy()
             case PeerStatusEvent(node, up):
                 self._on_peer_status(node, up)
 
@@ -197,6 +206,11 @@ class Node:
             deadlines.append(probe)
         if self.hints.counts:
             deadlines.append(self._next_handoff_ms)
+        if self.config.anti_entropy_enabled:
+            if self.ae.build_queue:
+                deadlines.append(self.ae.next_build_ms)
+            deadlines.append(min(self.ae.next_rebuild_ms,
+                                 self.ae.next_exchange_ms if self.ae.trees else 1 << 62))
         return min(deadlines) if deadlines else None
 
     @property
@@ -216,6 +230,10 @@ class Node:
         return self.storage.get(partition, key)
 
     def _write(self, partition: int, key: bytes, value: bytes | None) -> None:
+        if partition >= 0:
+            digest = None if value is None else object_hash(value)
+            for tree in self.ae.tree_for_update(partition):
+                tree.update(key, digest)
         self._write_seq += 1
         self._pending[(partition, key)] = (self._write_seq, value)
         self._out.writes.append(Write(partition, key, value))
@@ -764,6 +782,12 @@ class Node:
                         self._pump_listing(request_id, state)
             case m.BucketPropsUpdate(bucket_type, bucket, props, version):
                 self._set_bucket_props(bucket_type, bucket, props, version)
+            case m.AeLevel() | m.AeSegments() | m.AeRepair():
+                self._on_exchange_request(sender, message)
+            case m.AeLevelReply() | m.AeSegmentsReply() | m.AeRepairReply():
+                state = self._requests.get(message.request_id)
+                if isinstance(state, Exchange) and state.partner == sender:
+                    self._on_exchange_reply(message.request_id, state, message)
             case m.Ping(sequence):
                 self._send(sender, m.Pong(sequence))
             case m.Pong():
@@ -802,6 +826,8 @@ class Node:
                 self._finish(request_id)
             case HandoffState() if state.target == node:
                 self._handoff_done(request_id, state, "down")
+            case Exchange() if state.partner == node:
+                self._exchange_done(request_id, state, failed=True)
             case ListState():
                 for partition, (peer, start) in list(state.in_flight.items()):
                     if peer == node:
@@ -842,6 +868,9 @@ class Node:
                         ErrorKind.TIMEOUT, "timeout: the listing did not finish in time"))
             case HandoffState():
                 self._handoff_done(request_id, state, "timeout")
+                return
+            case Exchange():
+                self._exchange_done(request_id, state, failed=True)
                 return
         if isinstance(state, GetState):
             self._read_repair(state)
@@ -939,6 +968,160 @@ class Node:
             return
         self._write(partition, key, None)
 
+    # --- anti-entropy ---------------------------------------------------------------
+
+    def _anti_entropy(self) -> None:
+        if not self.config.anti_entropy_enabled:
+            return
+        if self.now_ms >= self.ae.next_rebuild_ms:
+            self.ae.next_rebuild_ms = self.now_ms + self.config.anti_entropy_rebuild_interval_ms
+            self.ae.build_queue += [p for p in self._owned if p not in self.ae.build_queue]
+        if self.ae.build_queue and self.now_ms >= self.ae.next_build_ms:
+            self.ae.next_build_ms = self.now_ms + self.config.anti_entropy_build_interval_ms
+            self._build_step(self.ae.build_queue[0])
+        if self.now_ms >= self.ae.next_exchange_ms:
+            self.ae.next_exchange_ms = self.now_ms + self.config.anti_entropy_interval_ms
+            if self.ae.in_flight < limits.AE_EXCHANGES_IN_FLIGHT_MAX:
+                self._start_exchange()
+
+    def _build_step(self, partition: int) -> None:
+        """Hash one page of a partition's keys into the tree being built."""
+        build = self.ae.builds.setdefault(partition, TreeBuild(MerkleTree()))
+        page = self._scan(partition, build.next_start, limits.AE_BUILD_PAGE_KEYS)
+        for key, value in page:
+            build.tree.update(key, object_hash(value))
+        build.keys += len(page)
+        if len(page) == limits.AE_BUILD_PAGE_KEYS:
+            build.next_start = page[-1][0] + b"\x00"
+            return
+        del self.ae.builds[partition]
+        self.ae.build_queue.remove(partition)
+        self.ae.trees[partition] = build.tree
+        self.ae.trees_built += 1
+
+    def _start_exchange(self) -> None:
+        """The next (partition, partner) pair, round robin, with the partner up."""
+        pairs = [(partition, target.node)
+                 for partition in sorted(self.ae.trees)
+                 for target in primary_owners(self.ring, partition, self.config.n_val)
+                 if target.node != self.name]
+        up = self.detector.up_peers()
+        for _ in range(len(pairs)):
+            partition, partner = pairs[self.ae.cursor % len(pairs)]
+            self.ae.cursor += 1
+            if partner in up:
+                break
+        else:
+            return
+        tree = self.ae.trees[partition]
+        exchange = Exchange(self.now_ms + self.config.request_timeout_ms, partition, partner,
+                            tree)
+        request_id = self._new_request(exchange)
+        self.ae.in_flight += 1
+        self._send(partner, m.AeLevel(request_id, partition, 0, (0,), tree.shape))
+
+    def _on_exchange_request(
+        self, sender: str, message: m.AeLevel | m.AeSegments | m.AeRepair
+    ) -> None:
+        tree = self.ae.trees.get(message.partition)
+        match message:
+            case m.AeLevel(request_id, partition, depth, indexes, shape):
+                if tree is None or tree.shape != tuple(shape) or not 0 <= depth <= tree.depth:
+                    self._send(sender, m.AeLevelReply(request_id, (), False))
+                    return
+                try:
+                    hashes = tree.level(depth, indexes)
+                except ValueError:
+                    self._send(sender, m.AeLevelReply(request_id, (), False))
+                    return
+                self._send(sender, m.AeLevelReply(request_id, tuple(sorted(hashes.items())), True))
+            case m.AeSegments(request_id, partition, segments):
+                if tree is None or any(not 0 <= s < tree.segments for s in segments):
+                    self._send(sender, m.AeSegmentsReply(request_id, (), False))
+                    return
+                items = tuple((segment, tuple(sorted(tree.segment_items(segment).items())))
+                              for segment in segments)
+                self._send(sender, m.AeSegmentsReply(request_id, items, True))
+            case m.AeRepair(request_id, partition, objects):
+                merged = tuple((key, self._merge_object(partition, key, obj))
+                               for key, obj in objects)
+                self._send(sender, m.AeRepairReply(request_id, merged))
+
+    def _merge_object(self, partition: int, key: bytes, obj: api.Object | None
+                      ) -> api.Object | None:
+        """Merge a peer's version into this replica; the merged version."""
+        local = self.read_object(partition, key)
+        if obj is None:
+            return local
+        merged = obj if local is None else dvvset.sync(local, obj)
+        if merged != local:
+            self._store_object(partition, key, merged)
+        return merged
+
+    def _on_exchange_reply(
+        self, request_id: int, ex: Exchange,
+        message: m.AeLevelReply | m.AeSegmentsReply | m.AeRepairReply,
+    ) -> None:
+        match message:
+            case m.AeLevelReply(_, hashes, ready):
+                if not ready:
+                    self._exchange_done(request_id, ex, failed=True)
+                    return
+                remote = dict(hashes)
+                local = ex.tree.level(ex.depth, sorted(remote))
+                differing = differing_children(local, remote)
+                if ex.depth == ex.tree.depth:
+                    ex.segments = differing
+                    self._exchange_next(request_id, ex)
+                elif differing:
+                    children = tuple(sorted(
+                        child for index in differing
+                        for child in ex.tree.children(ex.depth, index)))
+                    ex.depth += 1
+                    self._send(ex.partner, m.AeLevel(request_id, ex.partition, ex.depth,
+                                                     children, ex.tree.shape))
+                else:
+                    self._exchange_done(request_id, ex, failed=False)
+            case m.AeSegmentsReply(_, items, ready):
+                if not ready:
+                    self._exchange_done(request_id, ex, failed=True)
+                    return
+                for segment, remote_items in items:
+                    keys = segment_diff(ex.tree.segment_items(segment), dict(remote_items))
+                    ex.keys.extend(sorted(keys))
+                self._exchange_next(request_id, ex)
+            case m.AeRepairReply(_, objects):
+                for key, obj in objects:
+                    before = self.read_object(ex.partition, key)
+                    after = self._merge_object(ex.partition, key, obj)
+                    if after != before or obj != before:
+                        ex.keys_repaired += 1
+                self._exchange_next(request_id, ex)
+
+    def _exchange_next(self, request_id: int, ex: Exchange) -> None:
+        """Fetch the next differing segments, or repair the next keys, or finish."""
+        if ex.segments:
+            chunk = tuple(ex.segments[:limits.AE_SEGMENTS_PER_MESSAGE])
+            del ex.segments[:limits.AE_SEGMENTS_PER_MESSAGE]
+            self._send(ex.partner, m.AeSegments(request_id, ex.partition, chunk))
+        elif ex.keys:
+            batch = ex.keys[:limits.AE_REPAIR_KEYS_PER_MESSAGE]
+            del ex.keys[:limits.AE_REPAIR_KEYS_PER_MESSAGE]
+            objects = tuple((key, self.read_object(ex.partition, key)) for key in batch)
+            self._send(ex.partner, m.AeRepair(request_id, ex.partition, objects))
+        else:
+            self._exchange_done(request_id, ex, failed=False)
+
+    def _exchange_done(self, request_id: int, ex: Exchange, failed: bool) -> None:
+        self._finish(request_id)
+        self.ae.in_flight = max(0, self.ae.in_flight - 1)
+        if failed:
+            self.ae.exchanges_failed += 1
+            return
+        self.ae.exchanges_done += 1
+        self.ae.keys_repaired += ex.keys_repaired
+        self.ae.last_exchange_ms[ex.partition] = self.now_ms
+
     # --- status ---------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -965,6 +1148,7 @@ class Node:
                 "refused": self.hints.refused,
             },
             "hinted_handoff_enabled": self.config.hinted_handoff_enabled,
+            "anti_entropy": self.ae.status(len(self._owned)),
             "pending_writes": len(self._pending),
             "counters": dict(sorted(self.stats.items())),
         }

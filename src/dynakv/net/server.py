@@ -22,7 +22,7 @@ from dynakv.core.claim import Member, claim
 from dynakv.core.node import Node
 from dynakv.core.ring import Ring
 from dynakv.net.http_api import make_app
-from dynakv.net.runtime import Runtime
+from dynakv.net.runtime import Runtime, wall_clock_ms
 from dynakv.net.transport import Handshake, Transport
 from dynakv.storage.datadir import load_ring, open_identity, save_ring
 from dynakv.storage.lmdb_engine import LmdbStorage
@@ -89,6 +89,7 @@ async def serve(options: NodeOptions) -> None:
         storage=storage,
         config=options.config,
         rng=random.Random(secrets.randbits(64)),
+        now_ms=wall_clock_ms(),
     )
     runtime = Runtime(node, storage)
     transport = Transport(
