@@ -44,6 +44,10 @@ class Config:
     anti_entropy_interval_ms: int = 10_000
     anti_entropy_rebuild_interval_ms: int = 7 * 24 * 3600 * 1000
     anti_entropy_build_interval_ms: int = 10
+    # Tombstones (core/tombstones.py): reaped once this old and held by every
+    # replica; the reaper looks at a page of tombstones this often.
+    tombstone_grace_ms: int = 24 * 3600 * 1000
+    tombstone_reap_interval_ms: int = 60_000
 
     def with_options(self, **changes: Any) -> Config:
         known = {field.name for field in fields(self)}
@@ -56,7 +60,8 @@ class Config:
 PRESETS: dict[str, Config] = {
     "local": Config(request_timeout_ms=5_000, connect_timeout_ms=500, reconnect_interval_ms=250,
                     probe_interval_ms=250, probe_timeout_ms=1_000, handoff_interval_ms=250,
-                    anti_entropy_interval_ms=100, anti_entropy_rebuild_interval_ms=3600 * 1000),
+                    anti_entropy_interval_ms=100, anti_entropy_rebuild_interval_ms=3600 * 1000,
+                    tombstone_grace_ms=10_000, tombstone_reap_interval_ms=1_000),
     "lan": Config(),
     "wan": Config(request_timeout_ms=30_000, connect_timeout_ms=5_000, reconnect_interval_ms=2_000,
                   probe_interval_ms=2_000, probe_timeout_ms=10_000),

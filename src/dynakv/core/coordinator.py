@@ -20,6 +20,7 @@ from enum import Enum
 
 from dynakv.core import api, dvvset
 from dynakv.core.anti_entropy import Exchange
+from dynakv.core.tombstones import ReapState
 
 
 class Outcome(Enum):
@@ -214,7 +215,9 @@ class HandoffState:
     obj: api.Object
 
 
-RequestState = PutState | GetState | ForwardState | ListState | HandoffState | Exchange
+RequestState = (
+    PutState | GetState | ForwardState | ListState | HandoffState | Exchange | ReapState
+)
 
 
 def live_siblings(obj: api.Object) -> tuple[api.Content, ...]:

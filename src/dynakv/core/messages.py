@@ -151,6 +151,31 @@ class AeRepairReply:
     objects: tuple[tuple[bytes, api.Object | None], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class ReapCheck:
+    """May this tombstone (object hash `digest`) be reaped? See core/tombstones.py."""
+
+    request_id: int
+    partition: int
+    key: bytes
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReapVote:
+    request_id: int
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReapDelete:
+    """Delete this key if your object still has hash `digest`."""
+
+    partition: int
+    key: bytes
+    digest: bytes
+
+
 Message = (
     ReplicaPut
     | ReplicaPutAck
@@ -169,6 +194,9 @@ Message = (
     | AeSegmentsReply
     | AeRepair
     | AeRepairReply
+    | ReapCheck
+    | ReapVote
+    | ReapDelete
 )
 
 for _tag, _cls in enumerate(
@@ -179,6 +207,7 @@ for _tag, _cls in enumerate(
         ReplicaPut, ReplicaPutAck, ReplicaGet, ReplicaGetReply, Forward, ForwardReply,
         ListPage, ListPageReply, BucketPropsUpdate, Ping, Pong,
         AeLevel, AeLevelReply, AeSegments, AeSegmentsReply, AeRepair, AeRepairReply,
+        ReapCheck, ReapVote, ReapDelete,
     ),
     start=1,
 ):

@@ -59,6 +59,14 @@ from dynakv.core.ring import (
     split_key_bytes,
 )
 from dynakv.core.storage import META_PARTITION, Storage, Write
+from dynakv.core.tombstones import (
+    REAP_PAGE_KEYS,
+    TOMBSTONES_PARTITION,
+    Reaper,
+    ReapState,
+    parse_tombstone_row,
+    tombstone_row,
+)
 
 # --- events -----------------------------------------------------------------------
 
@@ -142,6 +150,7 @@ class Node:
         self.detector = FailureDetector(
             self.peers, config.probe_interval_ms, config.probe_timeout_ms, now_ms)
         self.hints = HintLedger()
+        self.reaper = Reaper(next_reap_ms=now_ms + config.tombstone_reap_interval_ms)
         self.ae = AntiEntropy(next_exchange_ms=now_ms,
                               next_rebuild_ms=now_ms + config.anti_entropy_rebuild_interval_ms)
         self._owned = [p for p in range(ring.size)
@@ -180,6 +189,7 @@ class Node:
                 self._probe()
                 self._handoff()
                 self._anti_entropy()
+                self._reap()
             case PeerStatusEvent(node, up):
                 self._on_peer_status(node, up)
 
@@ -206,6 +216,7 @@ class Node:
             deadlines.append(probe)
         if self.hints.counts:
             deadlines.append(self._next_handoff_ms)
+        deadlines.append(self.reaper.next_reap_ms)
         if self.config.anti_entropy_enabled:
             if self.ae.build_queue:
                 deadlines.append(self.ae.next_build_ms)
@@ -244,6 +255,13 @@ class Node:
 
     def _store_object(self, partition: int, key: bytes, obj: api.Object) -> None:
         self._write(partition, key, m.encode_object(obj))
+        row = tombstone_row(partition, key)
+        values = dvvset.values(obj)
+        if values and all(value.deleted for value in values):
+            written = max(value.last_modified_ms for value in values)
+            self._write(TOMBSTONES_PARTITION, row, written.to_bytes(8, "big"))
+        elif self._read(TOMBSTONES_PARTITION, row) is not None:
+            self._write(TOMBSTONES_PARTITION, row, None)
 
     def _scan(self, partition: int, start: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         """Storage scan with this node's own pending writes laid over it."""
@@ -788,6 +806,16 @@ class Node:
                 state = self._requests.get(message.request_id)
                 if isinstance(state, Exchange) and state.partner == sender:
                     self._on_exchange_reply(message.request_id, state, message)
+            case m.ReapCheck(request_id, partition, key, digest):
+                self._send(sender, m.ReapVote(request_id, self._reap_vote(partition, key, digest)))
+            case m.ReapVote(request_id, ok):
+                state = self._requests.get(request_id)
+                if isinstance(state, ReapState) and sender in state.waiting:
+                    state.waiting.discard(sender)
+                    state.refused = state.refused or not ok
+                    self._check_reap(request_id, state)
+            case m.ReapDelete(partition, key, digest):
+                self._reap_delete(partition, key, digest)
             case m.Ping(sequence):
                 self._send(sender, m.Pong(sequence))
             case m.Pong():
@@ -828,6 +856,9 @@ class Node:
                 self._handoff_done(request_id, state, "down")
             case Exchange() if state.partner == node:
                 self._exchange_done(request_id, state, failed=True)
+            case ReapState() if node in state.waiting:
+                state.refused = True
+                self._check_reap(request_id, state)
             case ListState():
                 for partition, (peer, start) in list(state.in_flight.items()):
                     if peer == node:
@@ -872,6 +903,9 @@ class Node:
             case Exchange():
                 self._exchange_done(request_id, state, failed=True)
                 return
+            case ReapState():
+                self.reaper.in_flight = False
+                self.reaper.refused += 1
         if isinstance(state, GetState):
             self._read_repair(state)
         self._finish(request_id)
@@ -1122,6 +1156,76 @@ class Node:
         self.ae.keys_repaired += ex.keys_repaired
         self.ae.last_exchange_ms[ex.partition] = self.now_ms
 
+    # --- tombstone reaping ------------------------------------------------------------
+
+    def _key_primaries(self, partition: int, key: bytes) -> set[str]:
+        bucket_type, bucket, _ = split_key_bytes(key)
+        n_val = self.props_for(bucket_type, bucket).n_val
+        return {t.node for t in primary_owners(self.ring, partition, n_val)}
+
+    def _hinted(self, partition: int, key: bytes) -> bool:
+        return any(self._read(HINTS_PARTITION, hint_key(peer, partition, key)) is not None
+                   for peer in self.peers)
+
+    def _reap(self) -> None:
+        """Look at a page of tombstones; start reaping the first one that qualifies."""
+        if self.now_ms < self.reaper.next_reap_ms or self.reaper.in_flight:
+            return
+        self.reaper.next_reap_ms = self.now_ms + self.config.tombstone_reap_interval_ms
+        if self.detector.down_peers():
+            return  # every member must vote
+        page = self._scan(TOMBSTONES_PARTITION, self.reaper.cursor, REAP_PAGE_KEYS)
+        self.reaper.cursor = page[-1][0] + b"\x00" if len(page) == REAP_PAGE_KEYS else b""
+        for row, written in page:
+            partition, key = parse_tombstone_row(row)
+            if self.now_ms - int.from_bytes(written, "big") < self.config.tombstone_grace_ms:
+                continue
+            if self.name not in self._key_primaries(partition, key) or self._hinted(partition, key):
+                continue
+            data = self._read(partition, key)
+            if data is None:
+                self._write(TOMBSTONES_PARTITION, row, None)
+                continue
+            state = ReapState(self.now_ms + self.config.request_timeout_ms, partition, key,
+                              object_hash(data), set(self.peers))
+            request_id = self._new_request(state)
+            self.reaper.in_flight = True
+            for peer in self.peers:
+                self._send(peer, m.ReapCheck(request_id, partition, key, state.digest))
+            self._check_reap(request_id, state)
+            return
+
+    def _reap_vote(self, partition: int, key: bytes, digest: bytes) -> bool:
+        """Yes only if no hint names the key here, and a primary holds the identical
+        tombstone while any other node holds no copy."""
+        if self._hinted(partition, key):
+            return False
+        data = self._read(partition, key)
+        if self.name in self._key_primaries(partition, key):
+            return data is not None and object_hash(data) == digest
+        return data is None
+
+    def _check_reap(self, request_id: int, state: ReapState) -> None:
+        if state.waiting and not state.refused:
+            return
+        self._finish(request_id)
+        self.reaper.in_flight = False
+        if state.refused:
+            self.reaper.refused += 1
+            return
+        for node in sorted(self._key_primaries(state.partition, state.key)):
+            if node == self.name:
+                self._reap_delete(state.partition, state.key, state.digest)
+            else:
+                self._send(node, m.ReapDelete(state.partition, state.key, state.digest))
+
+    def _reap_delete(self, partition: int, key: bytes, digest: bytes) -> None:
+        data = self._read(partition, key)
+        if data is not None and object_hash(data) == digest:
+            self._write(partition, key, None)
+            self._write(TOMBSTONES_PARTITION, tombstone_row(partition, key), None)
+            self.reaper.reaped += 1
+
     # --- status ---------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -1149,6 +1253,7 @@ class Node:
             },
             "hinted_handoff_enabled": self.config.hinted_handoff_enabled,
             "anti_entropy": self.ae.status(len(self._owned)),
+            "tombstones": {"reaped": self.reaper.reaped, "reap_refused": self.reaper.refused},
             "pending_writes": len(self._pending),
             "counters": dict(sorted(self.stats.items())),
         }

@@ -7,12 +7,15 @@ For each node the driver does what the production runtime does, in virtual time:
   call `on_durable`, and only then send their messages and replies, in order
   (persist, then send). Outputs without writes wait behind earlier ones too;
 - deliver a TickEvent at `next_deadline_ms()`;
-- tell it when a peer is unreachable or back (PeerStatusEvent), like the TCP
-  transport: every `reconnect_interval_ms` a node checks its connection to each
-  peer (a keepalive, or a reconnect attempt while the peer is down); it fails if the
-  peer is crashed or a partition cuts either direction, which marks the peer down,
-  and succeeds otherwise, which marks it up. A crash also breaks the peers'
-  established connections, so they see it down after one network delay.
+- tell it when its connection to a peer breaks or opens (PeerStatusEvent), like
+  the TCP transport (net/transport.py): a crash resets the peers' connections to
+  the crashed node, so they see it down after one network delay; while a
+  connection is down it is retried every `reconnect_interval_ms`, and opens (the
+  peer is up) when the peer is alive and no partition cuts either direction (a
+  handshake goes both ways). A partition does not break an open connection unless
+  the run's transport has `keepalive` (drawn per seed): then the check every
+  `reconnect_interval_ms` also closes connections across a partition. Without it,
+  only the core's own failure detector (pings) notices the partition.
 
 A crash drops the Node object (its pending writes, request state, queued Outputs
 and any sync in progress); restart builds a new Node on the same disk with the
@@ -26,7 +29,7 @@ import functools
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from dynakv.config import Config
 from dynakv.core import api, codec
@@ -59,8 +62,7 @@ class ClusterObserver(Protocol):
 
     def on_wiped(self, node: str) -> None: ...
 
-    def on_sample(self, node: str, requests_in_flight: int, pending_writes: int,
-                  queued_outputs: int) -> None: ...
+    def on_sample(self, node: str, status: dict[str, Any], queued_outputs: int) -> None: ...
 
 
 @dataclass(slots=True)
@@ -106,6 +108,7 @@ class Cluster:
         reply: Callable[[int, api.Response], None],
         disk_params: DiskParams,
         network_rng: random.Random,
+        keepalive: bool = True,
     ) -> None:
         self.names = sorted(names)
         self.config = config
@@ -115,6 +118,7 @@ class Cluster:
         self.observer = observer
         self.reply = reply
         self.disk_params = disk_params
+        self.keepalive = keepalive
         self.network = Network(scheduler, network_rng, self._deliver)
         self.ring = make_ring(self.names, config)
         self.stats = ClusterStats()
@@ -280,20 +284,19 @@ class Cluster:
     # --- connections ----------------------------------------------------------------
 
     def _probe(self, name: str) -> None:
-        """Every reconnect_interval_ms: each connection is checked (keepalive / reconnect)."""
+        """Every reconnect_interval_ms: reconnect what is down (and keepalive what is up)."""
         self.scheduler.after(self.config.reconnect_interval_ms, lambda: self._probe(name))
         sim_node = self.nodes[name]
-        node = sim_node.node
-        if node is None:
+        if sim_node.node is None:
             return
         for peer in sorted(sim_node.link_up):
             reachable = self.alive(peer) and self.network.connected(name, peer)
-            if reachable != sim_node.link_up[peer] and sim_node.node is not None:
+            was_up = sim_node.link_up[peer]
+            if sim_node.node is not None and reachable != was_up and (
+                    not was_up or self.keepalive):
                 self._set_link(sim_node, peer, reachable)
         if sim_node.node is not None:
-            status = sim_node.node.status()
-            self.observer.on_sample(name, int(status["requests_in_flight"]),
-                                    int(status["pending_writes"]), len(sim_node.queue))
+            self.observer.on_sample(name, sim_node.node.status(), len(sim_node.queue))
 
     def _connection_lost(self, name: str, peer: str) -> None:
         sim_node = self.nodes[name]

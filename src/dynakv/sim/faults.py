@@ -117,13 +117,14 @@ def _partition_plan(
     rng: random.Random, names: Sequence[str], start_ms: int, end_ms: int
 ) -> list[FaultAction]:
     actions: list[FaultAction] = []
-    time_ms = start_ms + rng.randint(0, 400)
+    span = end_ms - start_ms
+    time_ms = start_ms + rng.randint(0, span // 8)
     while time_ms < end_ms:
         links = _partition_shape(rng, names)
-        heal_ms = min(end_ms, time_ms + rng.randint(200, 2_000))
+        heal_ms = min(end_ms, time_ms + rng.randint(100, max(100, span // 2)))
         actions.append(FaultAction(time_ms, "cut", links=links))
         actions.append(FaultAction(heal_ms, "restore", links=links))
-        time_ms = heal_ms + rng.randint(50, 1_000)
+        time_ms = heal_ms + rng.randint(20, max(20, span // 4))
     return actions
 
 
@@ -133,18 +134,19 @@ def _crash_plan(
     actions: list[FaultAction] = []
     down_until = {name: 0 for name in names}
     wipes = 0
-    time_ms = start_ms + rng.randint(0, 400)
+    span = end_ms - start_ms
+    time_ms = start_ms + rng.randint(0, span // 8)
     while time_ms < end_ms:
         candidates = [name for name in names if down_until[name] <= time_ms]
         if candidates:
             node = rng.choice(candidates)
             wipe = wipes < wipes_max and rng.random() < 0.35
             wipes += wipe
-            back_ms = min(end_ms, time_ms + rng.randint(20, 1_500))
+            back_ms = min(end_ms, time_ms + rng.randint(20, max(20, span // 2)))
             down_until[node] = back_ms + 1
             actions.append(FaultAction(time_ms, "wipe" if wipe else "crash", node=node))
             actions.append(FaultAction(back_ms, "restart", node=node))
-        time_ms += rng.randint(100, 1_200)
+        time_ms += rng.randint(50, max(50, span // 3))
     return actions
 
 

@@ -17,7 +17,7 @@ import heapq
 from collections import deque
 from collections.abc import Callable
 
-Action = Callable[[], None]
+Action = Callable[[], object]  # whatever it returns is ignored
 
 
 class Scheduler:

@@ -1,9 +1,10 @@
 """The LMDB storage engine (the default): durable, memory-mapped, one writer.
 
-Layout: one environment `DIR/data.lmdb` with two databases: `data`, keyed by a
+Layout: one environment `DIR/data.lmdb` with these databases: `data`, keyed by a
 4-byte big-endian partition number followed by the key's canonical bytes (so a
 partition, and a bucket within it, is a contiguous key range), `meta` for node
-metadata (META_PARTITION) and `hints` for hinted handoff (HINTS_PARTITION). The map
+metadata (META_PARTITION), `hints` for hinted handoff (HINTS_PARTITION) and
+`tombstones`, the index of tombstones to reap (TOMBSTONES_PARTITION). The map
 starts at 1 GiB and doubles whenever it fills (LMDB's map is virtual and sparse); a
 full disk raises StorageFull (HTTP 503) and applies nothing. Each `write` is one
 transaction and one fsync: the driver calls it with the writes of many requests at
@@ -23,6 +24,7 @@ import lmdb
 from dynakv.core.errors import StorageFull
 from dynakv.core.hints import HINTS_PARTITION
 from dynakv.core.storage import META_PARTITION, Write
+from dynakv.core.tombstones import TOMBSTONES_PARTITION
 
 MAP_SIZE_INITIAL_BYTES = 1 << 30
 MAP_SIZE_MAX_BYTES = 1 << 44
@@ -38,7 +40,7 @@ class LmdbStorage:
         self._env = lmdb.open(
             str(path),
             map_size=map_size_bytes,
-            max_dbs=4,
+            max_dbs=8,
             sync=True,
             metasync=True,
             readahead=False,
@@ -50,13 +52,15 @@ class LmdbStorage:
         self._lock = threading.Lock()
         self._data = self._env.open_db(b"data")
         self._meta = self._env.open_db(b"meta")
-        self._hints = self._env.open_db(b"hints")
+        self._special = {
+            META_PARTITION: self._meta,
+            HINTS_PARTITION: self._env.open_db(b"hints"),
+            TOMBSTONES_PARTITION: self._env.open_db(b"tombstones"),
+        }
 
     def _locate(self, partition: int, key: bytes) -> tuple[Any, bytes]:
-        if partition == META_PARTITION:
-            return self._meta, key
-        if partition == HINTS_PARTITION:
-            return self._hints, key
+        if partition < 0:
+            return self._special[partition], key
         return self._data, _partition_prefix(partition) + key
 
     def get(self, partition: int, key: bytes) -> bytes | None:

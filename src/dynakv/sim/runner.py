@@ -1,0 +1,320 @@
+"""One simulation run, and sweeps of many.
+
+`Simulation` wires the parts together from one seed: a random.Random(seed) draws
+the seeds of every other stream (cluster, network, workload, faults), so a run is
+a pure function of its options. The timeline of a run:
+
+    0                 the nodes boot (bucket properties are set if asked)
+    100 ms            clients start
+    300 ms            faults start (the mix's plan)
+    75% of duration   faults stop: partitions heal, crashed nodes restart
+    duration          clients stop sending
+    + settle_ms       the checkers judge the history and the replicas (by default
+                      settle_ms lets every open request end; checker 3's bound)
+
+`run` returns a SimResult (trace hash, counts, checker results); `sweep` runs
+many seeds, cycling through the fault mixes, in parallel processes if asked.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+
+from dynakv.config import Config, preset
+from dynakv.core import api, dvvset
+from dynakv.sim import checkers, faults
+from dynakv.sim.checkers import CheckResult, FinalState, Observations
+from dynakv.sim.cluster import Cluster
+from dynakv.sim.faults import FaultAction
+from dynakv.sim.network import NetworkParams
+from dynakv.sim.scheduler import Scheduler, Trace
+from dynakv.sim.workload import BUCKET_TYPE, Workload, WorkloadParams, default_clients
+
+LWW_BUCKET = "lww"
+FAULTS_START_MS = 300
+MIXED = "mixed"  # a sweep's default: cycle through faults.SWEEP_MIXES
+# The local preset (quorum defaults: N=3, R=W=2) with a short request timeout, so a
+# request whose messages were lost gives up soon and its client goes on.
+SIM_CONFIG = preset("local").with_options(request_timeout_ms=1_000)
+
+
+def node_names(count: int) -> list[str]:
+    return [f"n{index}" for index in range(count)]
+
+
+@dataclass(frozen=True, slots=True)
+class SimOptions:
+    seed: int = 0
+    nodes: int = 5
+    duration_ms: int = 4_000
+    faults: str = "chaos"
+    clients: int = 6
+    lww: bool = False  # add a bucket with last_write_wins (checker 1 then fails)
+    check_convergence: bool = False  # checker 3: needs anti-entropy (not there yet)
+    scenario: str = ""  # a named scenario (scenarios.py) instead of a fault mix
+    settle_ms: int = 0  # time after the clients stop before the checks; 0: the default
+    trace_lines: int = 0  # keep the last lines of the trace (debugging)
+
+    def replay_command(self) -> str:
+        parts = ["python -m dynakv.sim", f"--seed {self.seed}"]
+        if self.scenario:
+            parts.append(f"--scenario {self.scenario}")
+        else:
+            parts += [f"--nodes {self.nodes}", f"--duration-ms {self.duration_ms}",
+                      f"--faults {self.faults}", f"--clients {self.clients}"]
+        if self.lww:
+            parts.append("--lww")
+        if self.check_convergence:
+            parts.append("--check-convergence")
+        if self.settle_ms:
+            parts.append(f"--settle-ms {self.settle_ms}")
+        return " ".join(parts)
+
+
+@dataclass(slots=True)
+class SimResult:
+    options: SimOptions
+    trace_hash: str
+    events: int
+    ops: dict[str, int]
+    checks: list[CheckResult]
+    stats: dict[str, int]
+    faults: list[str]
+    wall_s: float
+    trace_lines: list[str] = field(default_factory=list)
+    extra_failures: list[str] = field(default_factory=list)
+    known_core_bug: str = ""  # a scenario expected to fail until the core is fixed
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.extra_failures) or not all(check.ok for check in self.checks)
+
+    def check(self, name: str) -> CheckResult:
+        return next(check for check in self.checks if check.name == name)
+
+    def summary(self) -> str:
+        options = self.options
+        what = f"scenario {options.scenario}" if options.scenario else f"faults {options.faults}"
+        lines = [
+            f"seed {options.seed}: {options.nodes} nodes, {what}, "
+            f"{options.duration_ms} ms, {self.events} events, {self.wall_s:.2f} s",
+            "ops " + " ".join(f"{name}={count}" for name, count in self.ops.items()),
+            "stats " + " ".join(f"{name}={count}" for name, count in self.stats.items()),
+        ]
+        lines += [check.summary() for check in self.checks]
+        lines += [f"scenario: FAILED {text}" for text in self.extra_failures]
+        if self.known_core_bug:
+            lines.append(f"known core bug: {self.known_core_bug}")
+        lines.append(f"trace {self.trace_hash}")
+        return "\n".join(lines)
+
+
+Setup = Callable[["Simulation"], None]
+
+
+class Simulation:
+    def __init__(
+        self,
+        options: SimOptions,
+        *,
+        config: Config | None = None,
+        workload: WorkloadParams | None = None,
+        actions: Sequence[FaultAction] | None = None,
+    ) -> None:
+        self.options = options
+        master = random.Random(options.seed)
+        streams = [random.Random(master.getrandbits(64)) for _ in range(4)]
+        cluster_rng, network_rng, workload_rng, fault_rng = streams
+        # Half the runs model a transport whose keepalive closes connections across a
+        # partition; the other half leave partitions to the core's failure detector.
+        self.keepalive = master.random() < 0.5
+        self.config = config or SIM_CONFIG
+        self.scheduler = Scheduler()
+        self.trace = Trace(options.trace_lines)
+        self.observations = Observations()
+        self.mix = faults.get_mix(options.faults) if not actions else faults.MIXES["none"]
+        self.names = node_names(options.nodes)
+        self.cluster = Cluster(
+            names=self.names, config=self.config, scheduler=self.scheduler, rng=cluster_rng,
+            trace=self.trace, observer=self.observations, reply=self._reply,
+            disk_params=self.mix.disk, network_rng=network_rng, keepalive=self.keepalive,
+        )
+        self.fault_end_ms = int(options.duration_ms * 0.75)
+        buckets = ("b0", "b1", LWW_BUCKET) if options.lww else ("b0", "b1")
+        self.workload_params = workload or WorkloadParams(
+            clients=default_clients(options.clients), buckets=buckets,
+            end_ms=options.duration_ms,
+        )
+        self.workload = Workload(
+            self.workload_params, self.scheduler, self.cluster, workload_rng, self.trace,
+            self.observations.issue,
+        )
+        if actions is None:
+            actions = faults.plan(self.mix, fault_rng, self.names, FAULTS_START_MS,
+                                  self.fault_end_ms)
+        self.actions = list(actions)
+        # Long enough for every request still open when clients stop to be answered
+        # or given up, and for connections to reopen after the heal.
+        self.settle_ms = options.settle_ms or (
+            self.workload.timeout_ms + 2 * self.config.reconnect_interval_ms)
+        self.extra_failures: list[str] = []
+
+    def _reply(self, client_id: int, response: api.Response) -> None:
+        self.workload.on_reply(client_id, response)
+
+    # --- faults -----------------------------------------------------------------------
+
+    def apply(self, action: FaultAction) -> None:
+        cluster = self.cluster
+        match action.kind:
+            case "network":
+                assert action.network is not None
+                cluster.network.params = action.network
+            case "cut":
+                cluster.network.cut(action.links)
+            case "restore":
+                cluster.network.restore(action.links)
+            case "crash" | "wipe":
+                cluster.crash(action.node, wipe=action.kind == "wipe")
+            case "restart":
+                cluster.restart(action.node)
+            case "heal":
+                cluster.network.heal_all()
+                cluster.network.params = NetworkParams()
+                for name in self.names:
+                    cluster.restart(name)
+        if action.kind in ("network", "cut", "restore", "heal"):
+            self.trace.record(self.scheduler.now_ms, "-", "fault", action.describe().encode())
+
+    # --- running ----------------------------------------------------------------------
+
+    def run(self, setup: Setup | None = None) -> SimResult:
+        started = time.perf_counter()
+        self.cluster.start()
+        if self.options.lww:
+            self.workload.admin(self.names[0], api.SetBucketPropsRequest(
+                BUCKET_TYPE, LWW_BUCKET, {"last_write_wins": True}))
+        for action in self.actions:
+            self.scheduler.at(action.time_ms, functools.partial(self.apply, action))
+        self.workload.start()
+        if setup is not None:
+            setup(self)
+        end_ms = max(self.options.duration_ms, max((a.time_ms for a in self.actions), default=0))
+        self.scheduler.run_until(end_ms + self.settle_ms)
+        return self._result(time.perf_counter() - started)
+
+    def final_state(self) -> FinalState:
+        stored = {}
+        primaries = {}
+        for key in self.workload.touched_keys():
+            stored[key] = self.cluster.stored_objects(BUCKET_TYPE, *key)
+            primaries[key] = self.cluster.primaries(BUCKET_TYPE, *key, self.config.n_val)
+        return FinalState(stored, primaries, set(self.cluster.server_ids))
+
+    def leftovers(self) -> dict[str, str]:
+        """What is wrong with the nodes at the end: a timer the driver let pass."""
+        found: dict[str, str] = {}
+        now = self.scheduler.now_ms
+        for name in self.cluster.alive_names():
+            node = self.cluster.nodes[name].node
+            assert node is not None
+            deadline = node.next_deadline_ms()
+            if deadline is not None and deadline < now:
+                found[name] = f"a deadline at {deadline} ms that passed unserved (now {now} ms)"
+        return found
+
+    def _hints_left(self) -> int:
+        total = 0
+        for name in self.cluster.alive_names():
+            node = self.cluster.nodes[name].node
+            assert node is not None
+            total += sum(node.status().get("hints", {}).get("queued", {}).values())
+        return total
+
+    def _result(self, wall_s: float) -> SimResult:
+        history = self.workload.history
+        final = self.final_state()
+        observations = self.observations
+        checks = [
+            checkers.check_acknowledged_writes(history, observations, final),
+            checkers.check_no_phantoms(history, observations, final),
+            checkers.check_convergence(final, self.options.check_convergence),
+            checkers.check_siblings(history, observations, final),
+            checkers.check_queues(history, observations, self.cluster.network.stats,
+                                  self.leftovers()),
+        ]
+        ops = {
+            "attempted": sum(1 for op in history if op.kind != "admin"),
+            "gets": sum(1 for op in history if op.kind == "get"),
+            "puts": sum(1 for op in history if op.kind == "put"),
+            "deletes": sum(1 for op in history if op.kind == "delete"),
+            "acknowledged": sum(1 for op in history if op.acked),
+            "reads_ok": sum(1 for op in history
+                            if op.kind == "get" and isinstance(op.response, api.ObjectResponse)),
+            "failed": sum(1 for op in history if op.failed),
+        }
+        network = self.cluster.network.stats
+        stats = {
+            "messages": network.sent,
+            "lost": network.lost,
+            "cut": network.cut,
+            "duplicated": network.duplicated,
+            "syncs": self.cluster.stats.syncs,
+            "crashes": sum(node.crashes for node in self.cluster.nodes.values()),
+            "peer_events": self.cluster.stats.peer_status_events,
+            "keepalive": int(self.keepalive),
+            "hints_left": self._hints_left(),
+            "max_siblings": max((_live(final.union(key)) for key in final.stored), default=0),
+        }
+        return SimResult(
+            options=self.options,
+            trace_hash=self.trace.hexdigest(),
+            events=self.trace.events,
+            ops=ops,
+            checks=checks,
+            stats=stats,
+            faults=[action.describe() for action in self.actions],
+            wall_s=wall_s,
+            trace_lines=list(self.trace.lines),
+            extra_failures=list(self.extra_failures),
+        )
+
+
+def _live(obj: api.Object) -> int:
+    return sum(1 for content in dvvset.values(obj) if not content.deleted)
+
+
+def run(options: SimOptions) -> SimResult:
+    """Run one simulation: a fault mix, or a named scenario when options.scenario is set."""
+    if options.scenario:
+        from dynakv.sim import scenarios
+
+        return scenarios.run_scenario(options.scenario, options)
+    return Simulation(options).run()
+
+
+def sweep_options(count: int, start_seed: int, base: SimOptions) -> Iterator[SimOptions]:
+    """The options of each run of a sweep: seeds from start_seed, mixes cycled if MIXED."""
+    for index in range(count):
+        mix = base.faults
+        if mix == MIXED:
+            mix = faults.SWEEP_MIXES[(start_seed + index) % len(faults.SWEEP_MIXES)]
+        yield replace(base, seed=start_seed + index, faults=mix)
+
+
+def sweep(
+    count: int, start_seed: int, base: SimOptions, jobs: int = 1
+) -> Iterator[SimResult]:
+    """Run `count` seeds; results come back in seed order."""
+    all_options = list(sweep_options(count, start_seed, base))
+    if jobs <= 1:
+        for options in all_options:
+            yield run(options)
+        return
+    with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
+        yield from pool.map(run, all_options, chunksize=4)
