@@ -220,6 +220,19 @@ def run_admin_status(args: argparse.Namespace) -> int:
           f"hints delivered {hints.get('delivered', 0)}, refused {hints.get('refused', 0)}")
     for target, count in queued.items():
         print(f"  hints queued for {target}: {count}")
+    ae = status.get("anti_entropy", {})
+    if ae:
+        print(f"anti-entropy: {ae['trees_built']} of {ae['trees_total']} trees built, "
+              f"{ae['exchanges_done']} exchanges done ({ae['exchanges_failed']} failed), "
+              f"{ae['keys_repaired']} keys repaired")
+        last = ae.get("last_exchange_ms", {})
+        if last:
+            newest = max(last.values())
+            print(f"  last exchange: partition {max(last, key=lambda p: last[p])} "
+                  f"at {newest} ms; {len(last)} partitions exchanged so far")
+    tombstones = status.get("tombstones", {})
+    if tombstones:
+        print(f"tombstones reaped: {tombstones['reaped']}")
     for name, value in status.get("counters", {}).items():
         print(f"  {name}: {value}")
     return 0

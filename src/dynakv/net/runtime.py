@@ -61,6 +61,7 @@ class Runtime:
         self._timer_at: int | None = None
         self._flush_scheduled = False
         self._committing = False
+        self._trees_logged = -1
         self.commits = 0
         self.committed_writes = 0
         self.dropped_messages = 0
@@ -132,8 +133,22 @@ class Runtime:
 
     # --- effects out ----------------------------------------------------------------
 
+    def _log_progress(self) -> None:
+        """Anti-entropy tree builds, in the log: every tenth of the way, and when done."""
+        built, total = self.node.ae.trees_built, len(self.node.ae.trees) + len(
+            self.node.ae.build_queue)
+        if built == self._trees_logged or total == 0:
+            return
+        step = max(1, total // 10)
+        if built % step == 0 or not self.node.ae.build_queue:
+            done = len(self.node.ae.trees)
+            log.info("anti-entropy: %d of %d partition trees built%s", done, total,
+                     "" if self.node.ae.build_queue else " (ready)")
+        self._trees_logged = built
+
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self._log_progress()
         output = self.node.take_output()
         if not output.empty():
             self._queue.append(output)
