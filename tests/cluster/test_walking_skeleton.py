@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -103,3 +105,30 @@ def test_bucket_props_set_on_one_node_reach_every_node(cluster: ProcessCluster) 
     bad = http("GET", f"{cluster.url(1)}/buckets/propsy/keys/x?r=3")
     assert bad.status == 400  # r above the bucket's n_val of 2
     assert b"n_val" in bad.body
+
+
+def dynakv(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dynakv", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_command_line_get_put_delete_and_admin(cluster: ProcessCluster) -> None:
+    url = cluster.url(0)
+    put_result = dynakv("put", "--url", url, "cli", "k", "hello")
+    assert put_result.returncode == 0, put_result.stderr
+    got = dynakv("get", "--url", cluster.url(1), "--json", "cli", "k")
+    assert got.returncode == 0, got.stderr
+    data = json.loads(got.stdout)
+    assert [s["value"] for s in data["siblings"]] == ["hello"] and data["context"]
+    status = dynakv("admin", "status", "--node", url, "--json")
+    assert json.loads(status.stdout)["ring_size"] == 64
+    human = dynakv("admin", "status", "--node", url)
+    assert "n1" in human.stdout and "partitions" in human.stdout
+    local = dynakv("admin", "local-get", "--node", cluster.url(2), "--json", "cli", "k")
+    assert [s["value"] for s in json.loads(local.stdout)["siblings"]] == ["hello"]
+    assert dynakv("delete", "--url", url, "cli", "k").returncode == 0
+    missing = dynakv("get", "--url", url, "cli", "k")
+    assert missing.returncode == 1 and "deleted" in missing.stderr
+    unreachable = dynakv("admin", "status", "--node", "http://127.0.0.1:9")
+    assert unreachable.returncode == 2 and "cannot reach" in unreachable.stderr
+    assert "Traceback" not in unreachable.stderr

@@ -9,9 +9,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+
 from dynakv.config import Config
 from dynakv.core import api
 from dynakv.core.claim import Member, claim
+from dynakv.core.errors import ErrorKind, PeerProtocolError, StorageFull
 from dynakv.core.node import Node
 from dynakv.core.ring import Ring
 from dynakv.net.runtime import Runtime
@@ -106,3 +109,56 @@ def test_a_peer_going_down_is_seen_and_quorum_still_met(tmp_path: Path) -> None:
             assert "w=3" in response.message
 
     asyncio.run(scenario())
+
+
+class FullDisk:
+    """A storage engine whose disk is full: every write fails."""
+
+    def __init__(self, inner: LmdbStorage) -> None:
+        self.inner = inner
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        return self.inner.get(partition, key)
+
+    def scan(self, partition: int, start: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        return self.inner.scan(partition, start, limit)
+
+    def write(self, writes: object) -> None:
+        raise StorageFull("storage full: No space left on device; free disk space")
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_full_disk_answers_storage_full_and_stores_nothing(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        storage = FullDisk(LmdbStorage(tmp_path / "full"))
+        ring = Ring(claim(16, [Member("solo")], 1))
+        node = Node(name="solo", server_id="solo@1", ring=ring, peers=[], storage=storage,
+                    config=Config(ring_size=16, n_val=1), rng=random.Random(1))
+        runtime = Runtime(node, storage)
+        runtime.start()
+        try:
+            response = await runtime.request(
+                api.PutRequest("default", "b", "k", api.Content(b"v")))
+            assert isinstance(response, api.ErrorResponse)
+            assert response.kind is ErrorKind.STORAGE_FULL and "free disk" in response.message
+            got = await runtime.request(api.GetRequest("default", "b", "k"))
+            assert isinstance(got, api.ObjectResponse) and not got.found
+        finally:
+            await runtime.close()
+            storage.close()
+
+    asyncio.run(scenario())
+
+
+def test_handshake_refuses_another_cluster_version_or_ring() -> None:
+    ours = Handshake("dynakv", "a", "ring1")
+    assert ours.check_peer(Handshake("dynakv", "b", "ring1").to_wire()) == "b"
+    for other, reason in [(Handshake("other", "b", "ring1"), "cluster"),
+                          (Handshake("dynakv", "b", "ring2"), "ring"),
+                          (Handshake("dynakv", "b", "ring1", version=99), "version")]:
+        with pytest.raises(PeerProtocolError, match=reason):
+            ours.check_peer(other.to_wire())
+    with pytest.raises(PeerProtocolError):
+        ours.check_peer({"proto": "http"})
