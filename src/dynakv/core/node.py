@@ -120,6 +120,7 @@ class Output:
 
 
 BUCKET_META_PREFIX = b"bucket\x00"
+EPOCH_META_KEY = b"epoch"
 
 
 def bucket_meta_key(bucket_type: str, bucket: str) -> bytes:
@@ -150,6 +151,9 @@ class Node:
         self.detector = FailureDetector(
             self.peers, config.probe_interval_ms, config.probe_timeout_ms, now_ms)
         self.hints = HintLedger()
+        stored_epoch = storage.get(META_PARTITION, EPOCH_META_KEY)
+        self.epoch = 0 if stored_epoch is None else int(stored_epoch.decode())
+        self._epoch_used = True  # after a restart, assume the epoch minted dots
         self.reaper = Reaper(next_reap_ms=now_ms + config.tombstone_reap_interval_ms)
         self.ae = AntiEntropy(next_exchange_ms=now_ms,
                               next_rebuild_ms=now_ms + config.anti_entropy_rebuild_interval_ms)
@@ -513,7 +517,7 @@ class Node:
             if not request.context:
                 # A delete without a context removes what the coordinator has seen.
                 context = dvvset.join(local)
-        obj = dvvset.update(dvvset.new(context, content), local, self.server_id)
+        obj = dvvset.update(dvvset.new(context, content), local, self._actor())
         if props.last_write_wins or not props.allow_mult:
             obj = resolve_single(obj)
         live = len(live_siblings(obj))
@@ -549,11 +553,13 @@ class Node:
         if outcome is Outcome.PENDING:
             return
         if outcome is Outcome.SUCCESS:
-            context = api.encode_context(dvvset.join(state.obj))
             if state.return_body:
+                context = api.encode_context(dvvset.join(state.obj))
                 response: api.Response = api.ObjectResponse(live_siblings(state.obj), context)
             else:
-                response = api.DoneResponse(context)
+                # No context without the body: it would cover siblings the client was
+                # never shown, and writing back with it would discard them.
+                response = api.DoneResponse()
         else:
             response = api.ErrorResponse(ErrorKind.TIMEOUT, state.failure_message())
         self._reply(state.reply_to, response)
@@ -910,6 +916,27 @@ class Node:
             self._read_repair(state)
         self._finish(request_id)
 
+    # --- actor ids ----------------------------------------------------------------------
+
+    def _actor(self) -> str:
+        """The id this node's new dots carry: its server id and its current epoch.
+
+        A node that deletes its local copy of a key (a fallback handing off, a reaped
+        tombstone) could later coordinate that key again with no memory of the dots it
+        minted for it, and mint one of them again (Riak's kv679 data loss). So a local
+        delete after dots were minted starts a new epoch, durably, in the same batch:
+        dots of the new epoch are fresh for every key."""
+        self._epoch_used = True
+        return self.server_id if self.epoch == 0 else f"{self.server_id}.{self.epoch}"
+
+    def _delete_local(self, partition: int, key: bytes) -> None:
+        if self._epoch_used:
+            self.epoch += 1
+            self._epoch_used = False
+            self._write(META_PARTITION, EPOCH_META_KEY, str(self.epoch).encode())
+        self._write(partition, key, None)
+        self._write(TOMBSTONES_PARTITION, tombstone_row(partition, key), None)
+
     # --- replicas and hinted handoff ------------------------------------------------
 
     def _merge_replica(self, partition: int, key: bytes, obj: api.Object, hint_for: str) -> str:
@@ -1000,7 +1027,7 @@ class Node:
         if any(self._read(HINTS_PARTITION, hint_key(peer, partition, key)) is not None
                for peer in self.peers):
             return
-        self._write(partition, key, None)
+        self._delete_local(partition, key)
 
     # --- anti-entropy ---------------------------------------------------------------
 
@@ -1222,8 +1249,7 @@ class Node:
     def _reap_delete(self, partition: int, key: bytes, digest: bytes) -> None:
         data = self._read(partition, key)
         if data is not None and object_hash(data) == digest:
-            self._write(partition, key, None)
-            self._write(TOMBSTONES_PARTITION, tombstone_row(partition, key), None)
+            self._delete_local(partition, key)
             self.reaper.reaped += 1
 
     # --- status ---------------------------------------------------------------------
@@ -1235,6 +1261,7 @@ class Node:
         return {
             "node": self.name,
             "server_id": self.server_id,
+            "epoch": self.epoch,
             "cluster_name": self.config.cluster_name,
             "ring_size": self.ring.size,
             "members": [

@@ -331,18 +331,6 @@ class Cluster:
                 found[name] = obj
         return found
 
-    def idle(self) -> bool:
-        """No node has request state, pending writes or unsent Outputs."""
-        for name in self.alive_names():
-            sim_node = self.nodes[name]
-            assert sim_node.node is not None
-            status = sim_node.node.status()
-            if status["requests_in_flight"] or status["pending_writes"]:
-                return False
-            if sim_node.queue or sim_node.syncing:
-                return False
-        return True
-
 
 def make_ring(names: Sequence[str], config: Config) -> Ring:
     """The ring every node starts with: the claim over equal-weight members."""

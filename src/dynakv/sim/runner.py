@@ -22,7 +22,7 @@ import concurrent.futures
 import functools
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from dynakv.config import Config, preset
@@ -114,10 +114,13 @@ class SimResult:
         return "\n".join(lines)
 
 
-Setup = Callable[["Simulation"], None]
-
-
 class Simulation:
+    """One run: the cluster, its clients and its faults, from `options.seed`.
+
+    `workload` and `actions` replace the default clients and the fault mix's plan
+    (scenarios.py scripts them); `config` replaces SIM_CONFIG.
+    """
+
     def __init__(
         self,
         options: SimOptions,
@@ -162,7 +165,6 @@ class Simulation:
         # or given up, and for connections to reopen after the heal.
         self.settle_ms = options.settle_ms or (
             self.workload.timeout_ms + 2 * self.config.reconnect_interval_ms)
-        self.extra_failures: list[str] = []
 
     def _reply(self, client_id: int, response: api.Response) -> None:
         self.workload.on_reply(client_id, response)
@@ -193,7 +195,7 @@ class Simulation:
 
     # --- running ----------------------------------------------------------------------
 
-    def run(self, setup: Setup | None = None) -> SimResult:
+    def run(self) -> SimResult:
         started = time.perf_counter()
         self.cluster.start()
         if self.options.lww:
@@ -202,8 +204,6 @@ class Simulation:
         for action in self.actions:
             self.scheduler.at(action.time_ms, functools.partial(self.apply, action))
         self.workload.start()
-        if setup is not None:
-            setup(self)
         end_ms = max(self.options.duration_ms, max((a.time_ms for a in self.actions), default=0))
         self.scheduler.run_until(end_ms + self.settle_ms)
         return self._result(time.perf_counter() - started)
@@ -268,6 +268,8 @@ class Simulation:
             "crashes": sum(node.crashes for node in self.cluster.nodes.values()),
             "peer_events": self.cluster.stats.peer_status_events,
             "keepalive": int(self.keepalive),
+            "requests_in_flight_max": observations.requests_in_flight_max,
+            "pending_writes_max": observations.pending_writes_max,
             "hints_left": self._hints_left(),
             "max_siblings": max((_live(final.union(key)) for key in final.stored), default=0),
         }
@@ -281,7 +283,6 @@ class Simulation:
             faults=[action.describe() for action in self.actions],
             wall_s=wall_s,
             trace_lines=list(self.trace.lines),
-            extra_failures=list(self.extra_failures),
         )
 
 

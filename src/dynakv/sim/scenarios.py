@@ -26,7 +26,8 @@ still drives delays, client choices and node randomness:
   first fallback coordinates two writes; the owners come back and take the hints,
   and the fallbacks drop their copies; the owners crash again and the fallback
   coordinates a third write. All three are acknowledged and must survive.
-  Fails today (known_core_bug): the fallback counts its dots afresh and reuses one.
+  Regression: the fallback used to count its dots afresh and reuse one (fixed by
+  actor epochs, Node._actor).
 """
 
 from __future__ import annotations
@@ -211,7 +212,10 @@ STALE_WRITERS = 3
 
 def _build_stale_contexts(options: SimOptions) -> tuple[Simulation, Verify]:
     key: Key = ("b0", "stale")
-    clients = tuple(ClientSpec("chain", keys=(key,)) for _ in range(STALE_WRITERS))
+    # Each writer writes back with the context of its own last put (returnbody: a put
+    # without it answers no context), which goes stale as the others write.
+    clients = tuple(ClientSpec("chain", keys=(key,), return_body=True)
+                    for _ in range(STALE_WRITERS))
     workload = WorkloadParams(clients=clients, buckets=("b0",), think_max_ms=10,
                               end_ms=options.duration_ms)
     sim = Simulation(options, workload=workload, actions=[FaultAction(300, "heal")])
@@ -279,11 +283,8 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("stale-contexts", "concurrent writers that write back stale contexts",
                  _build_stale_contexts),
         Scenario("fallback-rewrite", "a fallback coordinates the same key before and after "
-                 "handing it off", _build_fallback_rewrite, known_core_bug=(
-                     "a fallback drops its copy of a key once its hints are delivered "
-                     "(Node._drop_fallback_copy); when it coordinates that key again it "
-                     "counts its dots from nothing and reuses a dot the owners have seen, "
-                     "so they discard the new acknowledged write (Riak's kv679)")),
+                 "handing it off (a regression: it reused a dot, Riak's kv679, until "
+                 "local deletes started a new actor epoch)", _build_fallback_rewrite),
     )
 }
 

@@ -147,7 +147,7 @@ class Workload:
         self.history: list[Op] = []
         self.keys = self._keys()
         self.clients = [
-            Client(index, spec, self._client_keys(spec), random.Random(rng.getrandbits(64)))
+            Client(index, spec, self.keys, random.Random(rng.getrandbits(64)))
             for index, spec in enumerate(params.clients)
         ]
         self._pending: dict[int, tuple[Client | None, Op]] = {}
@@ -162,9 +162,6 @@ class Workload:
     def _keys(self) -> list[Key]:
         count = self.params.keys_per_bucket
         return [(bucket, f"k{index}") for bucket in self.params.buckets for index in range(count)]
-
-    def _client_keys(self, spec: ClientSpec) -> list[Key]:
-        return list(spec.keys) or self.keys
 
     def start(self) -> None:
         for client in self.clients:
