@@ -1,0 +1,205 @@
+"""Cluster membership as gossiped state: members, the ring, and staged changes.
+
+Dynamo's membership is eventually consistent: every node keeps its own copy of the
+cluster state and gossips it with a random peer every second; any two copies merge
+deterministically, so all nodes converge on one state once gossip has spread.
+
+State (a join-semilattice: `merge` is commutative, associative and idempotent):
+- members: per node a MemberInfo (status, weight, zone, address), each record with a
+  version; the higher version wins, ties broken by a total order of the records;
+- the ring: the partition owners with a version; only the claimant makes a new
+  ring, and only from a plan computed against the current ring version, so commits
+  made through two nodes can never produce two rings of one version (a stale plan is
+  refused: plan again);
+- the claimant: a role, not a special node: the first member by name among the
+  valid ones, which every node computes alike from the same state.
+
+Staging, as Riak's `cluster join / leave / plan / commit`: a join or leave marks the
+member JOINING or LEAVING; `plan` shows the claim that would follow (the partitions
+that move); `commit` has the claimant apply it: a new ring version, joiners VALID,
+leavers REMOVED once they own nothing.
+
+Not wired into the node yet: the node still runs with a static member list
+(see docs/architecture.md); this module is the first step of the membership issue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from enum import Enum
+
+from dynakv.core.claim import Member, claim
+
+
+class Status(Enum):
+    JOINING = "joining"
+    VALID = "valid"
+    LEAVING = "leaving"
+    REMOVED = "removed"
+
+
+# In a version tie, the record with the later status in this order wins.
+_STATUS_RANK = {Status.JOINING: 0, Status.VALID: 1, Status.LEAVING: 2, Status.REMOVED: 3}
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    name: str
+    address: str  # internode host:port
+    weight: int = 1
+    zone: str = ""
+    status: Status = Status.JOINING
+    version: int = 1
+
+    def order(self) -> tuple[int, int, str, int, str]:
+        """A total order for merging: version, then status, then the other fields."""
+        return (self.version, _STATUS_RANK[self.status], self.address, self.weight, self.zone)
+
+
+@dataclass(frozen=True, slots=True)
+class RingInfo:
+    version: int
+    owners: tuple[str, ...]
+    claimant: str = ""  # the member that made it
+
+    def order(self) -> tuple[int, str, str]:
+        return (self.version, self.claimant, _digest_owners(self.owners))
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterState:
+    cluster_name: str
+    n_val: int
+    members: tuple[MemberInfo, ...]  # sorted by name
+    ring: RingInfo
+
+    def member(self, name: str) -> MemberInfo | None:
+        for info in self.members:
+            if info.name == name:
+                return info
+        return None
+
+    def active(self) -> list[MemberInfo]:
+        """Members that take part in the cluster (not removed)."""
+        return [m for m in self.members if m.status is not Status.REMOVED]
+
+
+def _digest_owners(owners: Sequence[str]) -> str:
+    return hashlib.sha1("\n".join(owners).encode()).hexdigest()
+
+
+def digest(state: ClusterState) -> str:
+    """Equal states have equal digests: gossip sends the state only when they differ."""
+    text = repr((state.cluster_name, state.n_val, state.members, state.ring.order()))
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def new_cluster(cluster_name: str, founder: MemberInfo, ring_size: int, n_val: int
+                ) -> ClusterState:
+    """A one-member cluster: the founder owns every partition."""
+    valid = replace(founder, status=Status.VALID)
+    owners = claim(ring_size, [Member(valid.name, valid.weight, valid.zone)], n_val)
+    return ClusterState(cluster_name, n_val, (valid,), RingInfo(1, owners, valid.name))
+
+
+def merge(a: ClusterState, b: ClusterState) -> ClusterState:
+    """The least state that includes both: per member the greater record, the greater ring."""
+    if a.cluster_name != b.cluster_name:
+        raise ValueError(f"cannot merge clusters {a.cluster_name!r} and {b.cluster_name!r}")
+    by_name: dict[str, MemberInfo] = {}
+    for info in (*a.members, *b.members):
+        known = by_name.get(info.name)
+        if known is None or info.order() > known.order():
+            by_name[info.name] = info
+    members = tuple(by_name[name] for name in sorted(by_name))
+    ring = a.ring if a.ring.order() >= b.ring.order() else b.ring
+    return ClusterState(a.cluster_name, max(a.n_val, b.n_val), members, ring)
+
+
+def merge_all(states: Iterable[ClusterState]) -> ClusterState:
+    result: ClusterState | None = None
+    for state in states:
+        result = state if result is None else merge(result, state)
+    if result is None:
+        raise ValueError("no state to merge")
+    return result
+
+
+def claimant(state: ClusterState) -> str:
+    """The member that applies committed plans: the first valid member by name."""
+    valid = [m.name for m in state.members if m.status is Status.VALID]
+    if not valid:
+        raise ValueError("the cluster has no valid member")
+    return valid[0]
+
+
+def _bump(info: MemberInfo, **changes: object) -> MemberInfo:
+    return replace(info, version=info.version + 1, **changes)  # type: ignore[arg-type]
+
+
+def _with_member(state: ClusterState, info: MemberInfo) -> ClusterState:
+    others = [m for m in state.members if m.name != info.name]
+    members = tuple(sorted([*others, info], key=lambda m: m.name))
+    return replace(state, members=members)
+
+
+def stage_join(state: ClusterState, joiner: MemberInfo) -> ClusterState:
+    """Stage `joiner` (it owns nothing until a plan with it is committed)."""
+    known = state.member(joiner.name)
+    version = known.version + 1 if known is not None else joiner.version
+    return _with_member(state, replace(joiner, status=Status.JOINING, version=version))
+
+
+def stage_leave(state: ClusterState, name: str) -> ClusterState:
+    """Stage the departure of a member (a leave, or the removal of a dead node)."""
+    info = state.member(name)
+    if info is None or info.status is Status.REMOVED:
+        raise ValueError(f"{name} is not a member")
+    return _with_member(state, _bump(info, status=Status.LEAVING))
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The claim that committing would apply, against ring version `base_version`."""
+
+    base_version: int
+    owners: tuple[str, ...]
+    moves: tuple[tuple[int, str, str], ...]  # (partition, from, to)
+
+
+def plan(state: ClusterState) -> Plan:
+    """The new ownership for the staged changes: joiners in, leavers out, as few moves
+    as the claim allows."""
+    members = [Member(m.name, m.weight, m.zone) for m in state.members
+               if m.status in (Status.VALID, Status.JOINING)]
+    if not members:
+        raise ValueError("a plan needs at least one member that stays")
+    owners = claim(len(state.ring.owners), members, state.n_val, state.ring.owners)
+    moves = tuple((p, old, new) for p, (old, new) in enumerate(zip(state.ring.owners, owners,
+                                                                    strict=True)) if old != new)
+    return Plan(state.ring.version, owners, moves)
+
+
+class StalePlan(Exception):
+    """A commit of a plan computed against an older ring: plan again."""
+
+
+def commit(state: ClusterState, committed: Plan, actor: str) -> ClusterState:
+    """The claimant applies a plan: a new ring version; joiners become valid and
+    leavers removed. Refused unless `actor` is the claimant and the plan is current."""
+    if actor != claimant(state):
+        raise ValueError(f"only the claimant ({claimant(state)}) commits plans")
+    if committed.base_version != state.ring.version:
+        raise StalePlan(f"the plan was made against ring version {committed.base_version}; "
+                        f"the ring is at version {state.ring.version}")
+    members = []
+    for info in state.members:
+        if info.status is Status.JOINING:
+            info = _bump(info, status=Status.VALID)
+        elif info.status is Status.LEAVING:
+            info = _bump(info, status=Status.REMOVED)
+        members.append(info)
+    ring = RingInfo(state.ring.version + 1, committed.owners, actor)
+    return replace(state, members=tuple(members), ring=ring)
