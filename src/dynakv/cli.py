@@ -183,7 +183,17 @@ def add_admin_parser(commands: Any) -> None:
     local.add_argument("--type", default="default", help="bucket type")
     local.add_argument("bucket")
     local.add_argument("key")
-    for p in (status, local):
+    join = sub.add_parser("join", help="stage the join of --node to the cluster of SEED")
+    join.add_argument("seed", help="the HTTP URL of any member of the cluster to join")
+    leave = sub.add_parser("leave", help="stage the departure of --node")
+    remove = sub.add_parser("remove", help="stage the removal of a (dead) member")
+    remove.add_argument("member", help="the member's name")
+    plan = sub.add_parser("plan", help="the staged changes and the partitions that would move")
+    commit = sub.add_parser("commit", help="apply the plan (done by the cluster's claimant)")
+    ring = sub.add_parser("ring", help="the ring: the first owner of each partition")
+    for p in (join, leave, remove, plan, commit, ring):
+        p.set_defaults(run=run_admin_membership)
+    for p in (status, local, join, leave, remove, plan, commit, ring):
         p.add_argument("--node", default=os.environ.get("DYNAKV_URL", DEFAULT_URL),
                        help="the node's HTTP URL")
         p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -202,6 +212,77 @@ def http_json(url: str) -> Any:
         raise UsageError(f"{url}: cannot reach the node ({error})") from error
 
 
+def http_post_json(url: str, body: dict[str, Any]) -> None:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30):
+            return
+    except urllib.error.HTTPError as error:
+        message = error.read().decode("utf-8", "replace").strip()
+        raise UsageError(f"{url}: {error.code} {message}") from error
+    except (urllib.error.URLError, OSError) as error:
+        raise UsageError(f"{url}: cannot reach the node ({error})") from error
+
+
+def run_admin_membership(args: argparse.Namespace) -> int:
+    node = args.node.rstrip("/")
+    command = args.admin_command
+    if command == "join":
+        status = http_json(node + "/admin/status")
+        me = next(m for m in status["members"] if m["name"] == status["node"])
+        http_post_json(args.seed.rstrip("/") + "/admin/join", {
+            "name": me["name"], "address": me["address"], "weight": me["weight"],
+            "zone": me["zone"]})
+        print(f"staged: {me['name']} joins the cluster of {args.seed}; "
+              "see `dynakv admin plan`, then `dynakv admin commit`")
+    elif command in ("leave", "remove"):
+        name = args.member if command == "remove" else http_json(node + "/admin/status")["node"]
+        http_post_json(node + "/admin/leave", {"node": name})
+        print(f"staged: {name} leaves; see `dynakv admin plan`, then `dynakv admin commit`")
+    elif command == "plan":
+        print_plan(http_json(node + "/admin/plan"), args.json)
+    elif command == "commit":
+        plan = http_json(node + "/admin/plan")
+        if not plan["staged"] and not plan["moves"]:
+            raise UsageError("nothing is staged: there is no plan to commit")
+        http_post_json(node + "/admin/commit", {"ring_version": plan["ring_version"],
+                                                "owners": plan["owners"]})
+        print(f"committed: {len(plan['moves'])} partition(s) move; ring version "
+              f"{plan['ring_version'] + 1}")
+    else:
+        ring = http_json(node + "/admin/ring")
+        if args.json:
+            print(json.dumps({"ring_size": ring["ring_size"], "owners": ring["owners"]},
+                             indent=2))
+            return 0
+        counts: dict[str, int] = {}
+        for entry in ring["owners"]:
+            counts[entry["node"]] = counts.get(entry["node"], 0) + 1
+        print(f"ring of {ring['ring_size']} partitions, version {ring['ring_version']}")
+        for name, count in sorted(counts.items()):
+            print(f"  {name:<20} {count:>6} partitions ({100 * count / ring['ring_size']:.1f}%)")
+    return 0
+
+
+def print_plan(plan: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(plan, indent=2))
+        return
+    print(f"plan against ring version {plan['ring_version']} (claimant {plan['claimant']})")
+    for change in plan["staged"]:
+        print(f"  {change['status']:<8} {change['name']} (weight {change['weight']})")
+    moves: dict[tuple[str, str], int] = {}
+    keys = 0
+    for move in plan["moves"]:
+        moves[(move["from"], move["to"])] = moves.get((move["from"], move["to"]), 0) + 1
+        keys += move["keys_here"] or 0
+    print(f"{len(plan['moves'])} partition(s) would move"
+          + (f" (about {keys} keys held by this node)" if keys else ""))
+    for (source, target), count in sorted(moves.items()):
+        print(f"  {source} -> {target}: {count}")
+
+
 def run_admin_status(args: argparse.Namespace) -> int:
     status = http_json(args.node.rstrip("/") + "/admin/status")
     if args.json:
@@ -209,10 +290,11 @@ def run_admin_status(args: argparse.Namespace) -> int:
         return 0
     print(f"node {status['node']} (server id {status['server_id']}), "
           f"cluster {status['cluster_name']}, ring of {status['ring_size']} partitions")
-    print(f"{'member':<20} {'up':<6} {'partitions':>10}")
+    print(f"{'member':<20} {'status':<9} {'up':<6} {'partitions':>10} {'weight':>6}  zone")
     for member in status["members"]:
-        print(f"{member['name']:<20} {('up' if member['up'] else 'DOWN'):<6} "
-              f"{member['partitions']:>10}")
+        print(f"{member['name']:<20} {member.get('status', ''):<9} "
+              f"{('up' if member['up'] else 'DOWN'):<6} {member['partitions']:>10} "
+              f"{member.get('weight', 1):>6}  {member.get('zone', '')}")
     print(f"requests in flight: {status['requests_in_flight']}")
     hints = status.get("hints", {})
     queued = hints.get("queued", {})

@@ -28,6 +28,8 @@ class Config:
     reconnect_interval_ms: int = 500
     # Group commit: at most this many writes in one storage transaction.
     group_commit_writes_max: int = 5_000
+    # Gossip (core/membership.py): exchange cluster state with a random peer this often.
+    gossip_interval_ms: int = 1_000
     # Failure detector (core/detector.py): ping each peer this often; a peer that
     # leaves a ping unanswered this long is down until it answers again.
     probe_interval_ms: int = 1_000
@@ -60,6 +62,7 @@ class Config:
 PRESETS: dict[str, Config] = {
     "local": Config(request_timeout_ms=5_000, connect_timeout_ms=500, reconnect_interval_ms=250,
                     probe_interval_ms=250, probe_timeout_ms=1_000, handoff_interval_ms=250,
+                    gossip_interval_ms=200,
                     anti_entropy_interval_ms=100, anti_entropy_rebuild_interval_ms=3600 * 1000,
                     tombstone_grace_ms=10_000, tombstone_reap_interval_ms=1_000),
     "lan": Config(),

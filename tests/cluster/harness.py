@@ -91,6 +91,20 @@ class ProcessCluster:
                 *(extra_args or []),
             ]
 
+    def add_node(self, extra_args: list[str] | None = None) -> int:
+        """A new node, started alone (no --peer): it founds a cluster of its own until it
+        is joined to this one with `dynakv admin join`."""
+        index = len(self.nodes) + 1
+        node = NodeProcess(f"n{index}", free_port(), free_port(), self.root / f"n{index}")
+        node.argv = [
+            sys.executable, "-m", "dynakv", "node", "--name", node.name,
+            "--http", f"127.0.0.1:{node.http_port}",
+            "--internode", f"127.0.0.1:{node.internode_port}",
+            "--data", str(node.data), "--preset", "local", *(extra_args or []),
+        ]
+        self.nodes.append(node)
+        return len(self.nodes) - 1
+
     def start(self, index: int | None = None) -> None:
         for node in self.nodes if index is None else [self.nodes[index]]:
             node.data.mkdir(parents=True, exist_ok=True)
@@ -102,14 +116,15 @@ class ProcessCluster:
         wait_until(self.all_connected, START_TIMEOUT_S, "every node to see every peer up")
 
     def all_connected(self) -> bool:
-        """Every running node sees every other running node up."""
+        """Every running node sees every running member of its cluster up."""
         running = {node.name for node in self.nodes if node.alive()}
         for node in self.nodes:
             if node.name not in running:
                 continue
             status = http("GET", node.url + "/admin/status", timeout=5).json()
+            members = {member["name"] for member in status["members"]}
             up = {member["name"] for member in status["members"] if member["up"]}
-            if not running <= up:
+            if not running & members <= up:
                 return False
         return True
 

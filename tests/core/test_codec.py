@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dynakv.core import api, codec, dvvset
+from dynakv.core import membership as ms
 from dynakv.core import messages as m
 from dynakv.core.buckets import QUORUM_NAMES
 from dynakv.core.errors import ClientError, ErrorKind, PeerProtocolError
@@ -124,6 +125,20 @@ MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     m.ReapVote: st.builds(m.ReapVote, request_id=request_ids, ok=st.booleans()),
     m.ReapDelete: st.builds(m.ReapDelete, partition=partitions, key=keys,
                             digest=st.binary(min_size=16, max_size=16)),
+    m.GossipDigest: st.builds(m.GossipDigest, digest=small_text),
+    m.GossipState: st.builds(m.GossipState, state=st.builds(
+        ms.ClusterState, cluster_name=small_text, cluster_id=small_text,
+        n_val=st.integers(1, 5),
+        members=st.lists(st.builds(ms.MemberInfo, name=small_text, address=small_text,
+                                   weight=st.integers(1, 4), zone=small_text,
+                                   status=st.sampled_from(ms.Status),
+                                   version=st.integers(1, 100)), max_size=3).map(tuple),
+        ring=st.builds(ms.RingInfo, version=st.integers(1, 100),
+                       owners=st.lists(small_text, max_size=4).map(tuple),
+                       claimant=small_text))),
+    m.CommitPlan: st.builds(m.CommitPlan, request_id=request_ids, base_version=u63,
+                            owners=st.lists(small_text, max_size=4).map(tuple)),
+    m.CommitResult: st.builds(m.CommitResult, request_id=request_ids, error=small_text),
     m.AeRepairReply: st.builds(m.AeRepairReply, request_id=request_ids,
                                objects=st.lists(st.tuples(keys, st.one_of(st.none(), objects())),
                                                 max_size=3).map(tuple)),

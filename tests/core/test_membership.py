@@ -16,7 +16,7 @@ RING_SIZE = 32
 
 
 def founder() -> ms.ClusterState:
-    return ms.new_cluster("c", ms.MemberInfo("n0", "h0:1"), RING_SIZE, 3)
+    return ms.new_cluster("c", "id1", ms.MemberInfo("n0", "h0:1"), RING_SIZE, 3)
 
 
 def evolve(ops: list[tuple[int, int, int]]) -> list[ms.ClusterState]:
@@ -113,3 +113,17 @@ def test_a_leave_hands_the_leavers_partitions_to_the_others() -> None:
     state = ms.commit(state, proposed, ms.claimant(state))
     assert state.member("n2") is not None
     assert state.member("n2").status is ms.Status.REMOVED  # type: ignore[union-attr]
+
+
+def test_states_of_two_clusters_never_merge() -> None:
+    other = ms.new_cluster("c", "id2", ms.MemberInfo("x", "hx:1"), RING_SIZE, 3)
+    with pytest.raises(ValueError, match="two clusters"):
+        ms.merge(founder(), other)
+
+
+def test_nodes_bootstrapped_with_one_member_list_agree() -> None:
+    members = [ms.MemberInfo(f"n{i}", f"h{i}:1") for i in range(3)]
+    owners = tuple(f"n{i % 3}" for i in range(RING_SIZE))
+    a = ms.bootstrap("c", members, owners, 3)
+    b = ms.bootstrap("c", list(reversed(members)), owners, 3)
+    assert a == b and ms.claimant(a) == "n0"

@@ -200,6 +200,41 @@ class StatusRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class JoinRequest:
+    """Stage the join of this node (asked of a member of the cluster to join)."""
+
+    name: str
+    address: str
+    weight: int = 1
+    zone: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveRequest:
+    """Stage the departure of a member (its own leave, or the removal of a dead node)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CommitRequest:
+    """Commit the plan made against ring version `base_version`."""
+
+    base_version: int
+    owners: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RingRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class StreamAck:
     """The driver has passed a streamed chunk on to the client: send the next."""
 
@@ -216,6 +251,11 @@ Request = (
     | PreflistRequest
     | LocalGetRequest
     | StatusRequest
+    | JoinRequest
+    | LeaveRequest
+    | PlanRequest
+    | CommitRequest
+    | RingRequest
 )
 
 # Requests a node may forward to a coordinator on the key's preference list.

@@ -36,6 +36,16 @@ class FailureDetector:
         self.probe_timeout_ms = probe_timeout_ms
         self._peers = {peer: PeerHealth(next_probe_ms=now_ms) for peer in sorted(peers)}
 
+    def set_peers(self, peers: Iterable[str], now_ms: int) -> None:
+        """Follow membership: new peers start up (probed at once), gone ones are forgotten."""
+        wanted = set(peers)
+        for peer in list(self._peers):
+            if peer not in wanted:
+                del self._peers[peer]
+        for peer in sorted(wanted - set(self._peers)):
+            self._peers[peer] = PeerHealth(next_probe_ms=now_ms)
+        self._peers = dict(sorted(self._peers.items()))
+
     def is_up(self, peer: str) -> bool:
         health = self._peers.get(peer)
         return health is not None and health.up

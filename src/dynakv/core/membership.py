@@ -19,8 +19,11 @@ member JOINING or LEAVING; `plan` shows the claim that would follow (the partiti
 that move); `commit` has the claimant apply it: a new ring version, joiners VALID,
 leavers REMOVED once they own nothing.
 
-Not wired into the node yet: the node still runs with a static member list
-(see docs/architecture.md); this module is the first step of the membership issue.
+Clusters have an id drawn at their founding: a node started alone founds its own
+cluster, and takes another cluster's state only when that cluster staged it as a
+joiner (node.py); nodes started together with the same `--peer` list compute the
+same bootstrap state. Ownership handoff (streaming moved partitions) is not built
+yet: after a commit, new owners get their data by anti-entropy and read repair.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class RingInfo:
 @dataclass(frozen=True, slots=True)
 class ClusterState:
     cluster_name: str
+    cluster_id: str  # drawn when the cluster is founded: states of two clusters never merge
     n_val: int
     members: tuple[MemberInfo, ...]  # sorted by name
     ring: RingInfo
@@ -92,22 +96,37 @@ def _digest_owners(owners: Sequence[str]) -> str:
 
 def digest(state: ClusterState) -> str:
     """Equal states have equal digests: gossip sends the state only when they differ."""
-    text = repr((state.cluster_name, state.n_val, state.members, state.ring.order()))
+    text = repr((state.cluster_name, state.cluster_id, state.n_val, state.members,
+                 state.ring.order()))
     return hashlib.sha1(text.encode()).hexdigest()
 
 
-def new_cluster(cluster_name: str, founder: MemberInfo, ring_size: int, n_val: int
-                ) -> ClusterState:
+def new_cluster(cluster_name: str, cluster_id: str, founder: MemberInfo, ring_size: int,
+                n_val: int) -> ClusterState:
     """A one-member cluster: the founder owns every partition."""
     valid = replace(founder, status=Status.VALID)
     owners = claim(ring_size, [Member(valid.name, valid.weight, valid.zone)], n_val)
-    return ClusterState(cluster_name, n_val, (valid,), RingInfo(1, owners, valid.name))
+    return ClusterState(cluster_name, cluster_id, n_val, (valid,),
+                        RingInfo(1, owners, valid.name))
+
+
+def bootstrap(cluster_name: str, members: Sequence[MemberInfo], owners: Sequence[str],
+              n_val: int) -> ClusterState:
+    """The state of a cluster whose first members were all started with the same member
+    list (`dynakv node --peer ...`): every one of them computes the same state."""
+    valid = tuple(sorted((replace(m, status=Status.VALID, version=1) for m in members),
+                         key=lambda m: m.name))
+    lineage = hashlib.sha1(repr((cluster_name, [(m.name, m.weight, m.zone) for m in valid],
+                                 tuple(owners))).encode()).hexdigest()[:16]
+    return ClusterState(cluster_name, lineage, n_val, valid,
+                        RingInfo(1, tuple(owners), valid[0].name))
 
 
 def merge(a: ClusterState, b: ClusterState) -> ClusterState:
     """The least state that includes both: per member the greater record, the greater ring."""
-    if a.cluster_name != b.cluster_name:
-        raise ValueError(f"cannot merge clusters {a.cluster_name!r} and {b.cluster_name!r}")
+    if (a.cluster_name, a.cluster_id) != (b.cluster_name, b.cluster_id):
+        raise ValueError(f"cannot merge states of two clusters ({a.cluster_name!r} "
+                         f"{a.cluster_id} and {b.cluster_name!r} {b.cluster_id})")
     by_name: dict[str, MemberInfo] = {}
     for info in (*a.members, *b.members):
         known = by_name.get(info.name)
@@ -115,7 +134,7 @@ def merge(a: ClusterState, b: ClusterState) -> ClusterState:
             by_name[info.name] = info
     members = tuple(by_name[name] for name in sorted(by_name))
     ring = a.ring if a.ring.order() >= b.ring.order() else b.ring
-    return ClusterState(a.cluster_name, max(a.n_val, b.n_val), members, ring)
+    return ClusterState(a.cluster_name, a.cluster_id, max(a.n_val, b.n_val), members, ring)
 
 
 def merge_all(states: Iterable[ClusterState]) -> ClusterState:

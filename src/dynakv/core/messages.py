@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dynakv.core import api, codec, dvvset
+from dynakv.core import membership as ms
 from dynakv.core.errors import ErrorKind
 
 PROTOCOL_VERSION = 1
@@ -176,6 +177,35 @@ class ReapDelete:
     digest: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class GossipDigest:
+    """Gossip: my cluster state has this digest; send me yours if it differs."""
+
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class GossipState:
+    """Gossip: my cluster state (merge it; send back the merge if it differs)."""
+
+    state: ms.ClusterState
+
+
+@dataclass(frozen=True, slots=True)
+class CommitPlan:
+    """To the claimant: apply this plan, made against ring version `base_version`."""
+
+    request_id: int
+    base_version: int
+    owners: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    request_id: int
+    error: str = ""
+
+
 Message = (
     ReplicaPut
     | ReplicaPutAck
@@ -197,6 +227,10 @@ Message = (
     | ReapCheck
     | ReapVote
     | ReapDelete
+    | GossipDigest
+    | GossipState
+    | CommitPlan
+    | CommitResult
 )
 
 for _tag, _cls in enumerate(
@@ -208,11 +242,14 @@ for _tag, _cls in enumerate(
         ListPage, ListPageReply, BucketPropsUpdate, Ping, Pong,
         AeLevel, AeLevelReply, AeSegments, AeSegmentsReply, AeRepair, AeRepairReply,
         ReapCheck, ReapVote, ReapDelete,
+        ms.MemberInfo, ms.RingInfo, ms.ClusterState, GossipDigest, GossipState,
+        CommitPlan, CommitResult,
     ),
     start=1,
 ):
     codec.register(_tag, _cls)
 codec.register_enum(1, ErrorKind)
+codec.register_enum(2, ms.Status)
 
 
 def encode_object(obj: api.Object) -> bytes:

@@ -22,6 +22,7 @@ from typing import Any
 
 from dynakv.config import Config
 from dynakv.core import api, codec, dvvset, limits
+from dynakv.core import membership as ms
 from dynakv.core import messages as m
 from dynakv.core.anti_entropy import AntiEntropy, Exchange, TreeBuild
 from dynakv.core.buckets import BucketProps, apply_props, resolve_quorum
@@ -114,13 +115,17 @@ class Output:
     write_seq: int = 0  # on_durable(write_seq) once the writes are durable
     messages: list[tuple[str, m.Message]] = field(default_factory=list)
     replies: list[tuple[int, api.Response]] = field(default_factory=list)
+    # Membership changed: the driver refreshes its peer addresses (peer_addresses())
+    # before it sends this Output's messages.
+    membership_changed: bool = False
 
     def empty(self) -> bool:
-        return not (self.writes or self.messages or self.replies)
+        return not (self.writes or self.messages or self.replies or self.membership_changed)
 
 
 BUCKET_META_PREFIX = b"bucket\x00"
 EPOCH_META_KEY = b"epoch"
+CLUSTER_META_KEY = b"cluster"
 
 
 def bucket_meta_key(bucket_type: str, bucket: str) -> bytes:
@@ -139,7 +144,10 @@ class Node:
         config: Config,
         rng: random.Random,
         now_ms: int = 0,
+        cluster: ms.ClusterState | None = None,
     ) -> None:
+        """`cluster` is the state to start from when the data directory has none (a
+        stored state wins); without it, the members are `peers` with `ring`."""
         self.name = name
         self.server_id = server_id
         self.ring = ring
@@ -162,6 +170,7 @@ class Node:
         if config.anti_entropy_enabled:
             self.ae.build_queue = list(self._owned)
         self._next_handoff_ms = now_ms
+        self._next_gossip_ms = now_ms
         self._probe_sequence = 0
         self.stats: dict[str, int] = {}
         self._pending: dict[tuple[int, bytes], tuple[int, bytes | None]] = {}
@@ -174,6 +183,14 @@ class Node:
         self._bucket_props: dict[tuple[str, str], tuple[BucketProps, tuple[int, str]]] = {}
         self._load_bucket_props()
         self._load_hints()
+        stored = storage.get(META_PARTITION, CLUSTER_META_KEY)
+        if stored is not None:
+            cluster = codec.decode(stored)
+        if cluster is None:
+            members = [ms.MemberInfo(n, "") for n in sorted({name, *peers})]
+            cluster = ms.bootstrap(config.cluster_name, members, ring.owners, config.n_val)
+        self.cluster = cluster
+        self._apply_cluster(cluster, persist=stored is None)
 
     # --- driver interface -----------------------------------------------------------
 
@@ -194,6 +211,7 @@ class Node:
                 self._handoff()
                 self._anti_entropy()
                 self._reap()
+                self._gossip()
             case PeerStatusEvent(node, up):
                 self._on_peer_status(node, up)
 
@@ -221,6 +239,8 @@ class Node:
         if self.hints.counts:
             deadlines.append(self._next_handoff_ms)
         deadlines.append(self.reaper.next_reap_ms)
+        if self.peers:
+            deadlines.append(self._next_gossip_ms)
         if self.config.anti_entropy_enabled:
             if self.ae.build_queue:
                 deadlines.append(self.ae.next_build_ms)
@@ -414,6 +434,9 @@ class Node:
                 self._reply(reply_to, self._local_get(bucket_type, bucket, key))
             case api.StatusRequest():
                 self._reply(reply_to, api.StatusResponse(self.status()))
+            case api.JoinRequest() | api.LeaveRequest() | api.PlanRequest() | \
+                    api.CommitRequest() | api.RingRequest():
+                self._membership_request(reply_to, request)
 
     def _change_bucket_props(
         self, reply_to: ReplyTo, bucket_type: str, bucket: str, props: dict[str, Any] | None
@@ -822,6 +845,21 @@ class Node:
                     self._check_reap(request_id, state)
             case m.ReapDelete(partition, key, digest):
                 self._reap_delete(partition, key, digest)
+            case m.GossipDigest(digest):
+                if digest != ms.digest(self.cluster):
+                    self._send(sender, m.GossipState(self.cluster))
+            case m.GossipState(state):
+                self._on_gossip_state(sender, state)
+            case m.CommitPlan(request_id, base_version, owners):
+                self._send(sender, m.CommitResult(request_id,
+                                                  self._commit(base_version, owners)))
+            case m.CommitResult(request_id, refused):
+                state = self._requests.get(request_id)
+                if isinstance(state, ForwardState) and state.coordinator == sender:
+                    self._reply(state.reply_to, api.ErrorResponse(ErrorKind.PRECONDITION_FAILED,
+                                                                  refused)
+                                if refused else api.DoneResponse())
+                    self._finish(request_id)
             case m.Ping(sequence):
                 self._send(sender, m.Pong(sequence))
             case m.Pong():
@@ -915,6 +953,137 @@ class Node:
         if isinstance(state, GetState):
             self._read_repair(state)
         self._finish(request_id)
+
+    # --- membership -----------------------------------------------------------------
+
+    def peer_addresses(self) -> dict[str, str]:
+        """Internode addresses of the other members, for the driver's transport ("" for
+        a member whose address this node does not know: the driver keeps what it has)."""
+        return {m.name: m.address for m in self.cluster.active() if m.name != self.name}
+
+    def _apply_cluster(self, state: ms.ClusterState, persist: bool) -> None:
+        """Adopt a cluster state: ring, peers, failure detector, owned partitions."""
+        self.cluster = state
+        if persist:
+            self._write(META_PARTITION, CLUSTER_META_KEY, codec.encode(state))
+        if state.ring.owners != self.ring.owners:
+            self.ring = Ring(state.ring.owners)
+        peers = sorted(m.name for m in state.active() if m.name != self.name)
+        if peers != self.peers:
+            self.peers = peers
+            self.detector.set_peers(peers, self.now_ms)
+        self._out.membership_changed = True
+        owned = [p for p in range(self.ring.size)
+                 if any(t.node == self.name
+                        for t in primary_owners(self.ring, p, self.config.n_val))]
+        if owned != self._owned:
+            self._owned = owned
+            keep = set(owned)
+            for partition in [p for p in self.ae.trees if p not in keep]:
+                del self.ae.trees[partition]
+            for partition in [p for p in self.ae.builds if p not in keep]:
+                del self.ae.builds[partition]
+            self.ae.build_queue = [p for p in self.ae.build_queue if p in keep]
+            if self.config.anti_entropy_enabled:
+                self.ae.build_queue += [p for p in owned
+                                        if p not in self.ae.trees and p not in self.ae.build_queue]
+
+    def _gossip(self) -> None:
+        if self.now_ms < self._next_gossip_ms:
+            return
+        self._next_gossip_ms = self.now_ms + self.config.gossip_interval_ms
+        up = sorted(self.detector.up_peers())
+        if up:
+            self._send(self.rng.choice(up), m.GossipDigest(ms.digest(self.cluster)))
+        for info in self.cluster.members:
+            # A joiner that has not taken the cluster's state yet cannot answer probes.
+            if info.status is ms.Status.JOINING and not self.detector.is_up(info.name):
+                self._send(info.name, m.GossipState(self.cluster))
+
+    def _on_gossip_state(self, sender: str, state: ms.ClusterState) -> None:
+        mine = self.cluster
+        if (state.cluster_name, state.cluster_id) != (mine.cluster_name, mine.cluster_id):
+            me = state.member(self.name)
+            alone = [m.name for m in mine.active()] == [self.name]
+            if alone and me is not None and me.status is not ms.Status.REMOVED:
+                self._apply_cluster(state, persist=True)  # a cluster took us in: join it
+            return
+        merged = ms.merge(mine, state)
+        if merged != mine:
+            self._apply_cluster(merged, persist=True)
+        if ms.digest(merged) != ms.digest(state):
+            self._send(sender, m.GossipState(merged))
+
+    def _membership_request(self, reply_to: ReplyTo, request: api.Request) -> None:
+        match request:
+            case api.JoinRequest(name, address, weight, zone):
+                if not name or not address or weight < 1:
+                    raise ClientError("a join needs the node's name, internode address and "
+                                      "a positive weight")
+                known = self.cluster.member(name)
+                if known is not None and known.status in (ms.Status.VALID, ms.Status.JOINING):
+                    raise ClientError(f"{name} is already a member ({known.status.value})")
+                joiner = ms.MemberInfo(name, address, weight, zone)
+                self._apply_cluster(ms.stage_join(self.cluster, joiner), persist=True)
+                # Push the state to the joiner now: until it has it, it cannot answer.
+                self._send(name, m.GossipState(self.cluster))
+                self._reply(reply_to, api.DoneResponse())
+            case api.LeaveRequest(name):
+                try:
+                    state = ms.stage_leave(self.cluster, name)
+                except ValueError as invalid:
+                    raise ClientError(str(invalid)) from invalid
+                self._apply_cluster(state, persist=True)
+                self._reply(reply_to, api.DoneResponse())
+            case api.PlanRequest():
+                self._reply(reply_to, api.StatusResponse(self._plan_status()))
+            case api.CommitRequest(base_version, owners):
+                claimant = ms.claimant(self.cluster)
+                if claimant == self.name:
+                    refused = self._commit(base_version, owners)
+                    if refused:
+                        raise ClientError(refused, ErrorKind.PRECONDITION_FAILED)
+                    self._reply(reply_to, api.DoneResponse())
+                    return
+                request_id = self._new_request(ForwardState(
+                    reply_to, self.now_ms + self.config.request_timeout_ms, claimant))
+                self._send(claimant, m.CommitPlan(request_id, base_version, owners))
+            case api.RingRequest():
+                self._reply(reply_to, api.StatusResponse({
+                    "ring_size": self.ring.size,
+                    "ring_version": self.cluster.ring.version,
+                    "owners": [{"partition": p, "node": owner}
+                               for p, owner in enumerate(self.ring.owners)],
+                }))
+
+    def _plan_status(self) -> dict[str, Any]:
+        plan = ms.plan(self.cluster)
+        keys = {p: tree.keys_count for p, tree in self.ae.trees.items()}
+        return {
+            "ring_version": plan.base_version,
+            "claimant": ms.claimant(self.cluster),
+            "staged": [{"name": m.name, "status": m.status.value, "weight": m.weight}
+                       for m in self.cluster.members
+                       if m.status in (ms.Status.JOINING, ms.Status.LEAVING)],
+            "owners": list(plan.owners),
+            "moves": [{"partition": p, "from": old, "to": new,
+                       "keys_here": keys.get(p)} for p, old, new in plan.moves],
+        }
+
+    def _commit(self, base_version: int, owners: Sequence[str]) -> str:
+        """Apply a plan as the claimant; an error text, empty on success."""
+        if ms.claimant(self.cluster) != self.name:
+            return f"{self.name} is not the claimant; {ms.claimant(self.cluster)} is"
+        staying = {m.name for m in self.cluster.members
+                   if m.status in (ms.Status.VALID, ms.Status.JOINING)}
+        if len(owners) != self.ring.size or not set(owners) <= staying:
+            return "the plan does not match the staged changes: plan again"
+        try:
+            state = ms.commit(self.cluster, ms.Plan(base_version, tuple(owners), ()), self.name)
+        except ms.StalePlan as error:
+            return str(error)
+        self._apply_cluster(state, persist=True)
+        return ""
 
     # --- actor ids ----------------------------------------------------------------------
 
@@ -1263,14 +1432,22 @@ class Node:
             "server_id": self.server_id,
             "epoch": self.epoch,
             "cluster_name": self.config.cluster_name,
+            "cluster_id": self.cluster.cluster_id,
+            "ring_version": self.cluster.ring.version,
+            "claimant": ms.claimant(self.cluster)
+            if any(m.status is ms.Status.VALID for m in self.cluster.members) else None,
             "ring_size": self.ring.size,
             "members": [
                 {
-                    "name": name,
-                    "up": name not in self.down,
-                    "partitions": owned.get(name, 0),
+                    "name": info.name,
+                    "status": info.status.value,
+                    "up": info.name == self.name or self.detector.is_up(info.name),
+                    "partitions": owned.get(info.name, 0),
+                    "weight": info.weight,
+                    "zone": info.zone,
+                    "address": info.address,
                 }
-                for name in sorted({self.name, *self.peers})
+                for info in self.cluster.members
             ],
             "requests_in_flight": len(self._requests),
             "hints": {

@@ -124,6 +124,11 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/ping", ping)
     router.add_get("/stats", get_stats)
     router.add_get("/admin/status", get_status)
+    router.add_get("/admin/ring", get_ring)
+    router.add_get("/admin/plan", get_plan)
+    router.add_post("/admin/join", post_join)
+    router.add_post("/admin/leave", post_leave)
+    router.add_post("/admin/commit", post_commit)
 
 
 # --- errors -----------------------------------------------------------------------
@@ -765,6 +770,63 @@ async def get_resources(request: web.Request) -> web.Response:
     items = "".join(f'<li><a href="{path}">{name}</a></li>' for name, path in RESOURCES.items())
     html = f"<html><body><ul>{items}</ul></body></html>"
     return web.Response(text=html, content_type="text/html", headers={"Link": link})
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        document = json.loads(await request.read())
+    except (UnicodeDecodeError, ValueError):
+        raise ClientError("expected a JSON object") from None
+    if not isinstance(document, dict):
+        raise ClientError("expected a JSON object")
+    return document
+
+
+async def status_call(request: web.Request, call: api.Request) -> web.Response:
+    response = expect(await service_of(request).request(call), api.StatusResponse)
+    return json_reply(response.status)
+
+
+async def done_call(request: web.Request, call: api.Request) -> web.Response:
+    expect(await service_of(request).request(call), api.DoneResponse)
+    return web.Response(status=204)
+
+
+async def get_ring(request: web.Request) -> web.Response:
+    return await status_call(request, api.RingRequest())
+
+
+async def get_plan(request: web.Request) -> web.Response:
+    return await status_call(request, api.PlanRequest())
+
+
+async def post_join(request: web.Request) -> web.Response:
+    """Stage the join of the node described in the body (asked of a cluster member)."""
+    body = await read_json_object(request)
+    name, address = body.get("name"), body.get("address")
+    weight, zone = body.get("weight", 1), body.get("zone", "")
+    if not (isinstance(name, str) and isinstance(address, str) and isinstance(zone, str)
+            and isinstance(weight, int) and not isinstance(weight, bool)):
+        raise ClientError('expected {"name": str, "address": "host:port", "weight": int, '
+                          '"zone": str}')
+    return await done_call(request, api.JoinRequest(name, address, weight, zone))
+
+
+async def post_leave(request: web.Request) -> web.Response:
+    body = await read_json_object(request)
+    node = body.get("node")
+    if not isinstance(node, str):
+        raise ClientError('expected {"node": name}')
+    return await done_call(request, api.LeaveRequest(node))
+
+
+async def post_commit(request: web.Request) -> web.Response:
+    body = await read_json_object(request)
+    version, owners = body.get("ring_version"), body.get("owners")
+    if not (isinstance(version, int) and isinstance(owners, list)
+            and all(isinstance(owner, str) for owner in owners)):
+        raise ClientError('expected {"ring_version": int, "owners": [node, ...]} from a plan')
+    return await done_call(request, api.CommitRequest(version, tuple(owners)))
 
 
 async def get_status(request: web.Request) -> web.Response:

@@ -184,6 +184,8 @@ class Runtime:
             self._committing = False
 
     def _dispatch(self, output: Output, failed: str | None) -> None:
+        if output.membership_changed and self.transport is not None:
+            self.transport.set_peers(self.node.peer_addresses())
         if failed is None or not output.writes:
             for peer, message in output.messages:
                 if self.transport is None or not self.transport.send(peer, message):

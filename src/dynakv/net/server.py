@@ -18,6 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from dynakv.config import Config
+from dynakv.core import membership as ms
 from dynakv.core.claim import Member, claim
 from dynakv.core.node import Node
 from dynakv.core.ring import Ring
@@ -77,6 +78,20 @@ def establish_ring(options: NodeOptions) -> Ring:
     return ring
 
 
+def initial_cluster(options: NodeOptions, ring: Ring) -> ms.ClusterState:
+    """With --peer: the bootstrap state every first member computes alike. Alone: a
+    cluster of one, founded now (other nodes join it with `dynakv admin join`)."""
+    own = ms.MemberInfo(options.name, "{}:{}".format(*options.internode), options.weight,
+                        options.zone)
+    config = options.config
+    if options.peers:
+        members = [own, *(ms.MemberInfo(p.name, f"{p.host}:{p.port}", p.weight, p.zone)
+                          for p in options.peers)]
+        return ms.bootstrap(config.cluster_name, members, ring.owners, config.n_val)
+    return ms.new_cluster(config.cluster_name, secrets.token_hex(8), own, ring.size,
+                          config.n_val)
+
+
 async def serve(options: NodeOptions) -> None:
     identity = open_identity(options.data, options.name, options.config.cluster_name)
     ring = establish_ring(options)
@@ -90,12 +105,14 @@ async def serve(options: NodeOptions) -> None:
         config=options.config,
         rng=random.Random(secrets.randbits(64)),
         now_ms=wall_clock_ms(),
+        cluster=initial_cluster(options, ring),
     )
     runtime = Runtime(node, storage)
     transport = Transport(
         options.config,
         Handshake(options.config.cluster_name, options.name, ring.digest()),
-        {peer.name: (peer.host, peer.port) for peer in options.peers},
+        {name: (address.rpartition(":")[0], int(address.rpartition(":")[2]))
+         for name, address in node.peer_addresses().items() if address},
         runtime.deliver,
         runtime.peer_status,
     )

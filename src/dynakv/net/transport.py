@@ -53,10 +53,6 @@ class Handshake:
         if data.get("cluster") != self.cluster:
             raise PeerProtocolError(f"peer is of cluster {data.get('cluster')!r}, "
                                     f"not {self.cluster!r}")
-        if data.get("ring") != self.ring_digest:
-            raise PeerProtocolError(
-                f"peer {data.get('node')} has another ring; start every node with the same "
-                "members, weights and ring size")
         return str(data.get("node"))
 
 
@@ -274,6 +270,7 @@ class Transport:
                        for name, (host, port) in sorted(peers.items())}
         self._server: asyncio.Server | None = None
         self._inbound: set[InboundProtocol] = set()
+        self._started = False
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -283,6 +280,24 @@ class Transport:
         )
         for link in self._links.values():
             link.start()
+        self._started = True
+
+    def set_peers(self, peers: dict[str, str]) -> None:
+        """Follow membership: open links to new members, close those of departed ones."""
+        for name in [n for n in self._links if n not in peers]:
+            self._links.pop(name).close()
+        for name, address in sorted(peers.items()):
+            link = self._links.get(name)
+            if not address:
+                continue  # unknown here: keep the link the node was started with, if any
+            host, _, port = address.rpartition(":")
+            if link is not None and (link.host, link.port) == (host, int(port)):
+                continue
+            if link is not None:
+                link.close()
+            self._links[name] = PeerLink(self, name, host, int(port))
+            if self._started:
+                self._links[name].start()
 
     def send(self, peer: str, message: m.Message) -> bool:
         link = self._links.get(peer)

@@ -1,0 +1,82 @@
+"""Real processes: a node started alone joins a running cluster (admin join, plan,
+commit); gossip spreads the new ring; anti-entropy fills its partitions; it leaves."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.harness import ProcessCluster, http, wait_until
+
+pytestmark = pytest.mark.cluster
+
+KEYS = 300
+DEADLINE_S = 60
+
+
+def admin(*args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "dynakv", "admin", *args],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def status(cluster: ProcessCluster, index: int) -> dict[str, object]:
+    data: dict[str, object] = http("GET", f"{cluster.url(index)}/admin/status").json()
+    return data
+
+
+def test_join_plan_commit_and_leave(tmp_path: Path) -> None:
+    cluster = ProcessCluster(tmp_path, size=3)
+    try:
+        cluster.start()
+        for i in range(KEYS):
+            url = f"{cluster.url(i % 3)}/buckets/m/keys/k{i}?w=3"
+            assert http("PUT", url, f"v{i}".encode(), {"Content-Type": "text/plain"}).status == 204
+        new = cluster.add_node()
+        cluster.start(new)
+        print(admin("join", cluster.url(0), "--node", cluster.url(new)))
+        plan = admin("plan", "--node", cluster.url(1))
+        assert "joining" in plan and "n4" in plan, plan
+        print(admin("commit", "--node", cluster.url(2)))  # forwarded to the claimant
+
+        def everyone_has_ring(version: int, members: int) -> bool:
+            for index in range(len(cluster.nodes)):
+                data = status(cluster, index)
+                valid = [m for m in data["members"]  # type: ignore[attr-defined]
+                         if m["status"] == "valid"]
+                if data["ring_version"] != version or len(valid) != members:
+                    return False
+            return True
+
+        wait_until(lambda: everyone_has_ring(2, 4), DEADLINE_S, "the new ring everywhere")
+        ring = http("GET", f"{cluster.url(new)}/admin/ring").json()
+        owned = sum(1 for entry in ring["owners"] if entry["node"] == "n4")
+        assert owned == 16  # 64 partitions over 4 equal nodes
+
+        def new_node_filled() -> bool:
+            keys = status(cluster, new)["anti_entropy"]["partition_keys"]  # type: ignore[index]
+            return sum(keys.values()) > 0 and all(  # type: ignore[union-attr]
+                count == status(cluster, 0)["anti_entropy"]["partition_keys"]  # type: ignore[index]
+                .get(partition) for partition, count in keys.items()  # type: ignore[union-attr]
+                if status(cluster, 0)["anti_entropy"]["partition_keys"]  # type: ignore[index]
+                .get(partition) is not None)
+
+        wait_until(new_node_filled, DEADLINE_S, "anti-entropy to fill the new node's partitions")
+        for i in range(KEYS):
+            got = http("GET", f"{cluster.url(new)}/buckets/m/keys/k{i}")
+            assert (got.status, got.body) == (200, f"v{i}".encode())
+
+        print(admin("leave", "--node", cluster.url(new)))
+        print(admin("commit", "--node", cluster.url(0)))
+        wait_until(lambda: status(cluster, 0)["ring_version"] == 3, DEADLINE_S, "the leave")
+        ring = http("GET", f"{cluster.url(0)}/admin/ring").json()
+        assert all(entry["node"] != "n4" for entry in ring["owners"])
+        for i in range(KEYS):
+            got = http("GET", f"{cluster.url(i % 3)}/buckets/m/keys/k{i}?r=2")
+            assert (got.status, got.body) == (200, f"v{i}".encode())
+    finally:
+        cluster.stop()
