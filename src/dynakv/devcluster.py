@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -35,6 +36,13 @@ def add_dev_parser(commands: Any) -> None:
     p.add_argument("--data", default="dev-data", help="data folder (default ./dev-data)")
     p.add_argument("--ring-size", type=int, default=64, help="partitions (at creation)")
     p.set_defaults(run=run_dev)
+    sub = p.add_subparsers(dest="dev_command")
+    add = sub.add_parser("add", help="start one more node beside a running dev cluster and "
+                         "stage its join")
+    add.add_argument("--data", default="dev-data", help="the dev cluster's data folder")
+    add.add_argument("--weight", type=int, default=1, help="its share of partitions")
+    add.add_argument("--zone", default="", help="its failure zone")
+    add.set_defaults(run=run_dev_add)
 
 
 def node_argv(index: int, count: int, base_port: int, data: Path, ring_size: int) -> list[str]:
@@ -121,6 +129,11 @@ class DevCluster:
         for child in self.children:
             child.poll()  # reap children that died, so they do not look alive
         changed = False
+        known = {node["name"] for node in self.nodes}
+        for node in read_cluster(self.data):  # nodes added by `dynakv dev add`
+            if node["name"] not in known:
+                self.nodes.append(node)
+                changed = True
         for node in self.nodes:
             pid = read_pid(Path(node["data"]))
             if pid is not None and pid != node["pid"] and alive(pid):
@@ -165,6 +178,57 @@ class DevCluster:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def read_cluster(data: Path) -> list[dict[str, Any]]:
+    try:
+        nodes: list[dict[str, Any]] = json.loads((data / "cluster.json").read_text())["nodes"]
+    except (OSError, ValueError, KeyError):
+        return []
+    return nodes
+
+
+def run_dev_add(args: argparse.Namespace) -> int:
+    """Start dev<n+1> alone, record it in cluster.json, and stage its join."""
+    data = Path(args.data).resolve()
+    nodes = read_cluster(data)
+    if not nodes:
+        raise ValueError(f"{data / 'cluster.json'}: no dev cluster there (run `dynakv dev`)")
+    if args.weight < 1:
+        raise ValueError("--weight must be a positive integer")
+    index = len(nodes) + 1
+    base_port = int(nodes[0]["http"].rsplit(":", 1)[1])
+    http = base_port + 10 * (index - 1)
+    name = f"dev{index}"
+    node_data = data / name
+    argv = [sys.executable, "-m", "dynakv", "node", "--name", name,
+            "--http", f"127.0.0.1:{http}", "--internode", f"127.0.0.1:{http + 2}",
+            "--data", str(node_data), "--preset", "local", "--weight", str(args.weight)]
+    if args.zone:
+        argv += ["--zone", args.zone]
+    node_data.mkdir(parents=True, exist_ok=True)
+    with open(node_data / "node.log", "ab") as log:
+        child = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+    url = f"http://127.0.0.1:{http}"
+    nodes.append({"name": name, "http": url, "pb": http + 1, "peer": f"127.0.0.1:{http + 2}",
+                  "data": str(node_data), "argv": argv, "pid": child.pid})
+    write_json_atomically(data / "cluster.json", {"nodes": nodes})
+    deadline = time.monotonic() + 30
+    while not ping(url):
+        if time.monotonic() > deadline or child.poll() is not None:
+            raise ValueError(f"{name} did not start; see {node_data / 'node.log'}")
+        time.sleep(0.1)
+    body = json.dumps({"name": name, "address": f"127.0.0.1:{http + 2}",
+                       "weight": args.weight, "zone": args.zone}).encode()
+    request = urllib.request.Request(nodes[0]["http"] + "/admin/join", data=body,
+                                     method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30):
+        pass
+    print(f"{name} started ({url}, pid {child.pid}) and its join is staged; "
+          f"`dynakv admin plan` and `dynakv admin commit` apply it")
+    return 0
 
 
 def run_dev(args: argparse.Namespace) -> int:

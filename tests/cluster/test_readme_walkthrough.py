@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,47 @@ def _ping(url: str) -> bool:
         return http("GET", url + "/ping", timeout=1).status == 200
     except OSError:
         return False
+
+
+def test_dev_add_joins_a_weighted_node_and_ctrl_c_stops_it_too(tmp_path: Path) -> None:
+    base = free_base_port(4)
+    data = tmp_path / "dev"
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "dynakv", "dev", "--base-port", str(base), "--data", str(data)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    pids: list[int] = []
+    try:
+        urls = [f"http://127.0.0.1:{base + 10 * i}" for i in range(3)]
+        wait_until(lambda: all(_ping(url) for url in urls), 30, "three nodes answering")
+        wait_until(lambda: all(_all_up(url) for url in urls), 30, "every node seeing the others")
+        added = subprocess.run([sys.executable, "-m", "dynakv", "dev", "add", "--data",
+                                str(data), "--weight", "2"],
+                               capture_output=True, text=True, timeout=60)
+        assert added.returncode == 0, added.stdout + added.stderr
+        nodes = json.loads((data / "cluster.json").read_text())["nodes"]
+        assert [n["name"] for n in nodes] == ["dev1", "dev2", "dev3", "dev4"]
+        pids = [int(n["pid"]) for n in nodes]
+        for command in ("plan", "commit"):
+            result = subprocess.run([sys.executable, "-m", "dynakv", "admin", command,
+                                     "--node", urls[1]], capture_output=True, text=True,
+                                    timeout=60)
+            assert result.returncode == 0, result.stdout + result.stderr
+
+        def weighted() -> bool:
+            ring = http("GET", urls[2] + "/admin/ring").json()
+            counts = Counter(entry["node"] for entry in ring["owners"])
+            return counts["dev4"] in (25, 26) and all(counts[f"dev{i}"] in (12, 13)
+                                                      for i in (1, 2, 3))
+
+        wait_until(weighted, 30, "dev4 to own about twice the partitions of the others")
+    finally:
+        dev.send_signal(signal.SIGINT)
+        try:
+            dev.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            dev.kill()
+        left = [pid for pid in pids if alive(pid)]
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"Ctrl-C left nodes running: {left}"
