@@ -24,6 +24,11 @@ def admin(*args: str) -> str:
     return result.stdout
 
 
+def staged(cluster: ProcessCluster, index: int, what: str) -> bool:
+    plan = http("GET", f"{cluster.url(index)}/admin/plan").json()
+    return any(change["status"] == what for change in plan["staged"])
+
+
 def status(cluster: ProcessCluster, index: int) -> dict[str, object]:
     data: dict[str, object] = http("GET", f"{cluster.url(index)}/admin/status").json()
     return data
@@ -39,6 +44,7 @@ def test_join_plan_commit_and_leave(tmp_path: Path) -> None:
         new = cluster.add_node()
         cluster.start(new)
         print(admin("join", cluster.url(0), "--node", cluster.url(new)))
+        wait_until(lambda: staged(cluster, 2, "joining"), DEADLINE_S, "gossip of the join")
         plan = admin("plan", "--node", cluster.url(1))
         assert "joining" in plan and "n4" in plan, plan
         print(admin("commit", "--node", cluster.url(2)))  # forwarded to the claimant
@@ -71,6 +77,7 @@ def test_join_plan_commit_and_leave(tmp_path: Path) -> None:
             assert (got.status, got.body) == (200, f"v{i}".encode())
 
         print(admin("leave", "--node", cluster.url(new)))
+        wait_until(lambda: staged(cluster, 0, "leaving"), DEADLINE_S, "gossip of the leave")
         print(admin("commit", "--node", cluster.url(0)))
         wait_until(lambda: status(cluster, 0)["ring_version"] == 3, DEADLINE_S, "the leave")
         ring = http("GET", f"{cluster.url(0)}/admin/ring").json()

@@ -126,6 +126,10 @@ MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     m.ReapDelete: st.builds(m.ReapDelete, partition=partitions, key=keys,
                             digest=st.binary(min_size=16, max_size=16)),
     m.GossipDigest: st.builds(m.GossipDigest, digest=small_text),
+    m.TransferBatch: st.builds(m.TransferBatch, request_id=request_ids, partition=partitions,
+                               objects=st.lists(st.tuples(keys, objects()),
+                                                max_size=3).map(tuple)),
+    m.TransferAck: st.builds(m.TransferAck, request_id=request_ids),
     m.GossipState: st.builds(m.GossipState, state=st.builds(
         ms.ClusterState, cluster_name=small_text, cluster_id=small_text,
         n_val=st.integers(1, 5),

@@ -206,6 +206,20 @@ class CommitResult:
     error: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class TransferBatch:
+    """Ownership handoff: merge these objects of a partition you now own, then ack."""
+
+    request_id: int
+    partition: int
+    objects: tuple[tuple[bytes, api.Object], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TransferAck:
+    request_id: int
+
+
 Message = (
     ReplicaPut
     | ReplicaPutAck
@@ -231,6 +245,8 @@ Message = (
     | GossipState
     | CommitPlan
     | CommitResult
+    | TransferBatch
+    | TransferAck
 )
 
 for _tag, _cls in enumerate(
@@ -243,7 +259,7 @@ for _tag, _cls in enumerate(
         AeLevel, AeLevelReply, AeSegments, AeSegmentsReply, AeRepair, AeRepairReply,
         ReapCheck, ReapVote, ReapDelete,
         ms.MemberInfo, ms.RingInfo, ms.ClusterState, GossipDigest, GossipState,
-        CommitPlan, CommitResult,
+        CommitPlan, CommitResult, TransferBatch, TransferAck,
     ),
     start=1,
 ):

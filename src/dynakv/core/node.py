@@ -42,6 +42,7 @@ from dynakv.core.coordinator import (
 )
 from dynakv.core.detector import FailureDetector
 from dynakv.core.errors import ClientError, DynakvError, ErrorKind, Unavailable
+from dynakv.core.handoff import TRANSFER_BATCH_KEYS, TRANSFERS_IN_FLIGHT_MAX, Transfer
 from dynakv.core.hints import (
     HANDOFF_BATCH_MAX,
     HINTS_PARTITION,
@@ -165,12 +166,18 @@ class Node:
         self.reaper = Reaper(next_reap_ms=now_ms + config.tombstone_reap_interval_ms)
         self.ae = AntiEntropy(next_exchange_ms=now_ms,
                               next_rebuild_ms=now_ms + config.anti_entropy_rebuild_interval_ms)
+        self._keys_estimate: dict[int, int] = {}
         self._owned = [p for p in range(ring.size)
                        if any(t.node == name for t in primary_owners(ring, p, config.n_val))]
         if config.anti_entropy_enabled:
             self.ae.build_queue = list(self._owned)
         self._next_handoff_ms = now_ms
         self._next_gossip_ms = now_ms
+        self._next_transfer_ms = now_ms
+        self.transfers: dict[int, Transfer] = {}
+        self.transfers_done = 0
+        self._transfer_candidates: list[int] = []
+        self._transfer_scan_needed = True
         self._probe_sequence = 0
         self.stats: dict[str, int] = {}
         self._pending: dict[tuple[int, bytes], tuple[int, bytes | None]] = {}
@@ -212,6 +219,7 @@ class Node:
                 self._anti_entropy()
                 self._reap()
                 self._gossip()
+                self._transfer_step()
             case PeerStatusEvent(node, up):
                 self._on_peer_status(node, up)
 
@@ -238,6 +246,8 @@ class Node:
             deadlines.append(probe)
         if self.hints.counts:
             deadlines.append(self._next_handoff_ms)
+        if self.transfers or self._transfer_candidates or self._transfer_scan_needed:
+            deadlines.append(self._next_transfer_ms)
         deadlines.append(self.reaper.next_reap_ms)
         if self.peers:
             deadlines.append(self._next_gossip_ms)
@@ -860,6 +870,12 @@ class Node:
                                                                   refused)
                                 if refused else api.DoneResponse())
                     self._finish(request_id)
+            case m.TransferBatch(request_id, partition, objects):
+                for key, obj in objects:
+                    self._merge_object(partition, key, obj)
+                self._send(sender, m.TransferAck(request_id))
+            case m.TransferAck(request_id):
+                self._on_transfer_ack(sender, request_id)
             case m.Ping(sequence):
                 self._send(sender, m.Pong(sequence))
             case m.Pong():
@@ -968,6 +984,7 @@ class Node:
             self._write(META_PARTITION, CLUSTER_META_KEY, codec.encode(state))
         if state.ring.owners != self.ring.owners:
             self.ring = Ring(state.ring.owners)
+            self._transfer_scan_needed = True
         peers = sorted(m.name for m in state.active() if m.name != self.name)
         if peers != self.peers:
             self.peers = peers
@@ -980,6 +997,7 @@ class Node:
             self._owned = owned
             keep = set(owned)
             for partition in [p for p in self.ae.trees if p not in keep]:
+                self._keys_estimate[partition] = self.ae.trees[partition].keys_count
                 del self.ae.trees[partition]
             for partition in [p for p in self.ae.builds if p not in keep]:
                 del self.ae.builds[partition]
@@ -1074,16 +1092,84 @@ class Node:
         """Apply a plan as the claimant; an error text, empty on success."""
         if ms.claimant(self.cluster) != self.name:
             return f"{self.name} is not the claimant; {ms.claimant(self.cluster)} is"
-        staying = {m.name for m in self.cluster.members
-                   if m.status in (ms.Status.VALID, ms.Status.JOINING)}
-        if len(owners) != self.ring.size or not set(owners) <= staying:
-            return "the plan does not match the staged changes: plan again"
+        if not any(m.status in (ms.Status.JOINING, ms.Status.LEAVING)
+                   for m in self.cluster.members):
+            return "nothing is staged: there is no plan to commit"
+        if base_version == self.cluster.ring.version and (
+                tuple(owners) != ms.plan(self.cluster).owners):
+            return ("the plan does not match the changes staged at the claimant "
+                    f"({self.name}): plan again")
         try:
             state = ms.commit(self.cluster, ms.Plan(base_version, tuple(owners), ()), self.name)
         except ms.StalePlan as error:
             return str(error)
         self._apply_cluster(state, persist=True)
         return ""
+
+    # --- ownership handoff (core/handoff.py) ----------------------------------------------
+
+    def _transfer_step(self) -> None:
+        """Find partitions held here but owned elsewhere; stream a few of them."""
+        if self.now_ms < self._next_transfer_ms:
+            return
+        self._next_transfer_ms = self.now_ms + self.config.handoff_interval_ms
+        if self._transfer_scan_needed:
+            self._transfer_scan_needed = False
+            owned = set(self._owned)
+            self._transfer_candidates = [
+                p for p in range(self.ring.size)
+                if p not in owned and p not in self.transfers and self._scan(p, b"", 1)]
+        while self._transfer_candidates and len(self.transfers) < TRANSFERS_IN_FLIGHT_MAX:
+            partition = self._transfer_candidates.pop(0)
+            targets = tuple(t.node for t in primary_owners(self.ring, partition,
+                                                           self.config.n_val))
+            self.transfers[partition] = Transfer(partition, targets,
+                                                 self._keys_estimate.get(partition),
+                                                 self.now_ms)
+        for transfer in list(self.transfers.values()):
+            if transfer.waiting and self.now_ms < transfer.deadline_ms:
+                continue
+            transfer.waiting.clear()  # a batch not acknowledged in time is sent again
+            self._transfer_next(transfer)
+
+    def _transfer_next(self, transfer: Transfer) -> None:
+        if self.name in transfer.targets or any(
+                not self.detector.is_up(target) for target in transfer.targets):
+            return  # owned here again, or a target is down: wait
+        page = self._scan(transfer.partition, b"", TRANSFER_BATCH_KEYS)
+        if not page:
+            del self.transfers[transfer.partition]
+            self.transfers_done += 1
+            return
+        transfer.batch = dict(page)
+        transfer.request_id = self._next_request_id
+        self._next_request_id += 1
+        transfer.deadline_ms = self.now_ms + self.config.request_timeout_ms
+        transfer.waiting = set(transfer.targets)
+        objects = tuple((key, m.decode_object(value)) for key, value in page)
+        for target in transfer.targets:
+            self._send(target, m.TransferBatch(transfer.request_id, transfer.partition,
+                                               objects))
+
+    def _on_transfer_ack(self, sender: str, request_id: int) -> None:
+        transfer = next((t for t in self.transfers.values() if t.request_id == request_id),
+                        None)
+        if transfer is None or sender not in transfer.waiting:
+            return
+        transfer.waiting.discard(sender)
+        if transfer.waiting:
+            return
+        for key, value in transfer.batch.items():
+            if self._read(transfer.partition, key) == value:  # unchanged since sent
+                self._delete_local(transfer.partition, key)
+                transfer.keys_done += 1
+                transfer.bytes_done += len(key) + len(value)
+        transfer.batch = {}
+        self._transfer_next(transfer)
+
+    def transfers_status(self) -> list[dict[str, object]]:
+        return [transfer.status(self.name, self.now_ms)
+                for _, transfer in sorted(self.transfers.items())]
 
     # --- actor ids ----------------------------------------------------------------------
 
@@ -1457,6 +1543,9 @@ class Node:
             },
             "hinted_handoff_enabled": self.config.hinted_handoff_enabled,
             "anti_entropy": self.ae.status(len(self._owned)),
+            "transfers": self.transfers_status(),
+            "transfers_pending": len(self._transfer_candidates),
+            "transfers_done": self.transfers_done,
             "tombstones": {"reaped": self.reaper.reaped, "reap_refused": self.reaper.refused},
             "pending_writes": len(self._pending),
             "counters": dict(sorted(self.stats.items())),

@@ -1,0 +1,108 @@
+"""Joins and leaves in an in-process cluster: staged, planned, committed by the
+claimant, gossiped; partitions streamed to their new owners; nothing lost."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from dynakv.config import Config
+from dynakv.core import api
+from dynakv.core import membership as ms
+from dynakv.core.node import Node
+from dynakv.core.ring import Ring, primary_owners
+from dynakv.storage.memory import MemoryStorage
+from tests.core.instant import InstantCluster
+
+CONFIG = Config(ring_size=16, gossip_interval_ms=100, handoff_interval_ms=100,
+                anti_entropy_enabled=False, request_timeout_ms=2_000)
+KEYS = 200
+
+
+def join_node(cluster: InstantCluster, name: str, weight: int = 1) -> None:
+    """Start `name` alone (a cluster of its own), then stage its join through "a"."""
+    cluster.names.append(name)
+    cluster.storage[name] = MemoryStorage()
+    cluster.incarnation[name] = 1
+    own = ms.MemberInfo(name, f"{name}:1", weight)
+    founder = ms.new_cluster(CONFIG.cluster_name, f"id-{name}", own, CONFIG.ring_size, 3)
+    cluster.nodes[name] = Node(name=name, server_id=f"{name}@1",
+                               ring=Ring(founder.ring.owners), peers=[],
+                               storage=cluster.storage[name], config=CONFIG,
+                               rng=__import__("random").Random(name), now_ms=cluster.now_ms,
+                               cluster=founder)
+    done = cluster.request("a", api.JoinRequest(name, f"{name}:1", weight))
+    assert isinstance(done, api.DoneResponse), done
+
+
+def commit(cluster: InstantCluster, via: str) -> None:
+    plan = cluster.request(via, api.PlanRequest())
+    assert isinstance(plan, api.StatusResponse)
+    done = cluster.request(via, api.CommitRequest(plan.status["ring_version"],
+                                                  tuple(plan.status["owners"])))
+    assert isinstance(done, api.DoneResponse), done
+
+
+def keys_on(cluster: InstantCluster, name: str, partition: int) -> int:
+    return len(cluster.storage[name].scan(partition, b"", 10_000))
+
+
+def test_a_join_moves_partitions_to_the_new_node_and_loses_nothing() -> None:
+    cluster = InstantCluster(["a", "b", "c"], config=CONFIG)
+    for i in range(KEYS):
+        put = cluster.request("abc"[i % 3], api.PutRequest("default", "b", f"k{i}",
+                                                          api.Content(f"v{i}".encode()), w=3))
+        assert isinstance(put, api.DoneResponse)
+    join_node(cluster, "d", weight=2)
+    cluster.advance(500)  # gossip spreads the staged join
+    commit(cluster, "b")  # any node: forwarded to the claimant
+    cluster.advance(3_000)
+    for node in cluster.nodes.values():
+        assert node.cluster.ring.version == 2
+        assert not node.transfers and not node._transfer_candidates
+    counts = Counter(cluster.nodes["a"].ring.owners)
+    assert counts["d"] in (6, 7) and all(counts[n] in (3, 4) for n in "abc")
+    ring = cluster.nodes["a"].ring
+    for partition in range(ring.size):
+        owners = {t.node for t in primary_owners(ring, partition, 3)}
+        for name in "abcd":
+            if name not in owners:
+                assert keys_on(cluster, name, partition) == 0, (name, partition)
+    assert sum(keys_on(cluster, "d", p) for p in range(ring.size)) > 0
+    assert sum(n.transfers_done for n in cluster.nodes.values()) > 0
+    for i in range(KEYS):
+        got = cluster.request("d", api.GetRequest("default", "b", f"k{i}", r=3))
+        assert isinstance(got, api.ObjectResponse)
+        assert [s.value for s in got.siblings] == [f"v{i}".encode()]
+
+
+def test_a_leave_streams_the_leavers_partitions_away_before_they_are_dropped() -> None:
+    cluster = InstantCluster(["a", "b", "c", "d"], config=CONFIG)
+    for i in range(KEYS):
+        put = cluster.request("a", api.PutRequest("default", "b", f"k{i}",
+                                                 api.Content(f"v{i}".encode()), w=3))
+        assert isinstance(put, api.DoneResponse)
+    done = cluster.request("c", api.LeaveRequest("d"))
+    assert isinstance(done, api.DoneResponse)
+    cluster.advance(500)  # gossip the staged leave
+    commit(cluster, "c")
+    cluster.advance(3_000)
+    assert "d" not in cluster.nodes["a"].ring.owners
+    assert sum(keys_on(cluster, "d", p) for p in range(16)) == 0
+    for i in range(KEYS):
+        got = cluster.request("b", api.GetRequest("default", "b", f"k{i}", r=3))
+        assert isinstance(got, api.ObjectResponse)
+        assert [s.value for s in got.siblings] == [f"v{i}".encode()]
+
+
+def test_a_stale_plan_is_refused() -> None:
+    cluster = InstantCluster(["a", "b", "c"], config=CONFIG)
+    join_node(cluster, "d")
+    nothing = cluster.request("b", api.CommitRequest(1, tuple(cluster.nodes["b"].ring.owners)))
+    assert isinstance(nothing, api.ErrorResponse)  # b has not heard of the join yet
+    plan = cluster.request("a", api.PlanRequest())
+    assert isinstance(plan, api.StatusResponse)
+    commit(cluster, "a")
+    join_node(cluster, "e")  # something is staged again, against ring version 2
+    again = cluster.request("a", api.CommitRequest(plan.status["ring_version"],
+                                                   tuple(plan.status["owners"])))
+    assert isinstance(again, api.ErrorResponse) and "ring version" in again.message
