@@ -191,9 +191,11 @@ def add_admin_parser(commands: Any) -> None:
     plan = sub.add_parser("plan", help="the staged changes and the partitions that would move")
     commit = sub.add_parser("commit", help="apply the plan (done by the cluster's claimant)")
     ring = sub.add_parser("ring", help="the ring: the first owner of each partition")
+    transfers = sub.add_parser("transfers", help="partitions streaming to new owners")
     for p in (join, leave, remove, plan, commit, ring):
         p.set_defaults(run=run_admin_membership)
-    for p in (status, local, join, leave, remove, plan, commit, ring):
+    transfers.set_defaults(run=run_admin_transfers)
+    for p in (status, local, join, leave, remove, plan, commit, ring, transfers):
         p.add_argument("--node", default=os.environ.get("DYNAKV_URL", DEFAULT_URL),
                        help="the node's HTTP URL")
         p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -262,6 +264,27 @@ def run_admin_membership(args: argparse.Namespace) -> int:
         print(f"ring of {ring['ring_size']} partitions, version {ring['ring_version']}")
         for name, count in sorted(counts.items()):
             print(f"  {name:<20} {count:>6} partitions ({100 * count / ring['ring_size']:.1f}%)")
+    return 0
+
+
+def run_admin_transfers(args: argparse.Namespace) -> int:
+    """The transfers this node sends (each node streams the partitions it gave up)."""
+    status = http_json(args.node.rstrip("/") + "/admin/status")
+    transfers: list[dict[str, Any]] = status.get("transfers", [])
+    if args.json:
+        print(json.dumps({"transfers": transfers}, indent=2))
+        return 0
+    if not transfers:
+        print("no transfer pending or running on this node")
+    for transfer in transfers:
+        total = transfer["keys_total"]
+        done = transfer["keys_done"]
+        width = 30
+        filled = min(width, width * done // total) if total else 0
+        bar = "#" * filled + "." * (width - filled)
+        print(f"partition {transfer['partition']:>5} {transfer['from']} -> "
+              f"{','.join(transfer['to'])} [{bar}] {done}/{total if total else '?'} keys, "
+              f"{transfer['bytes_done']} bytes, {transfer['keys_per_s']} keys/s")
     return 0
 
 
