@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -133,7 +134,7 @@ class ProcessCluster:
             raise AssertionError(f"{node.name} exited; log:\n{self.log(node)}")
         try:
             return http("GET", node.url + "/ping", timeout=1).status == 200
-        except OSError:
+        except (OSError, http.client.HTTPException):
             return False
 
     def log(self, node: NodeProcess) -> str:

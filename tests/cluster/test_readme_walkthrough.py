@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client as http_client
 import json
 import os
 import random
@@ -34,7 +35,9 @@ def port_free(port: int) -> bool:
 def free_base_port(nodes: int) -> int:
     rng = random.Random()
     for _ in range(200):
-        base = rng.randrange(20000, 60000, 10)
+        # Below Linux's ephemeral range (32768+): a connection to a port no one listens
+        # on could otherwise meet itself (TCP self-connect) while a node is down.
+        base = rng.randrange(20000, 32000, 10)
         if all(port_free(base + 10 * i + offset) for i in range(nodes) for offset in (0, 1, 2)):
             return base
     raise RuntimeError("no free ports")
@@ -129,7 +132,7 @@ def _all_up(url: str) -> bool:
 def _ping(url: str) -> bool:
     try:
         return http("GET", url + "/ping", timeout=1).status == 200
-    except OSError:
+    except (OSError, http_client.HTTPException):
         return False
 
 
