@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import http.client
+import http.client as http_client
 import json
 import os
 import signal
@@ -134,7 +134,7 @@ class ProcessCluster:
             raise AssertionError(f"{node.name} exited; log:\n{self.log(node)}")
         try:
             return http("GET", node.url + "/ping", timeout=1).status == 200
-        except (OSError, http.client.HTTPException):
+        except (OSError, http_client.HTTPException):
             return False
 
     def log(self, node: NodeProcess) -> str:
