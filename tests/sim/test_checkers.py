@@ -7,8 +7,9 @@ import pytest
 
 from dynakv.core import api, dvvset, limits
 from dynakv.core import messages as m
+from dynakv.core.node import Node
 from dynakv.core.storage import Write
-from dynakv.sim import checkers
+from dynakv.sim import checkers, runner
 from dynakv.sim.checkers import FinalState, Observations
 from dynakv.sim.network import LINK_IN_FLIGHT_MAX, NetworkStats
 from dynakv.sim.runner import LWW_BUCKET, SimOptions, Simulation, run
@@ -109,22 +110,96 @@ def test_checker_1_flags_a_dot_that_names_two_writes() -> None:
     assert not check.ok and "names two writes" in check.summary()
 
 
-def test_checker_3_flags_replicas_that_differ_and_is_off_by_default() -> None:
+def test_checker_3_flags_replicas_that_differ_and_is_on_by_default() -> None:
     key: Key = ("b", "k")
     final = FinalState(
         {key: {"n0": _clock(("n0@1", 1, (b"v",))), "n1": _clock(("n0@1", 1, (b"v",)))}},
         {key: ["n0", "n1", "n2"]}, {"n0@1"})
-    assert not checkers.check_convergence(final, enabled=True).ok
+    assert not checkers.check_convergence(final).ok
+    assert "n2: []" in checkers.check_convergence(final).summary()
     assert checkers.check_convergence(final, enabled=False).ok
     assert "off" in checkers.check_convergence(final, enabled=False).summary()
     final.stored[key]["n2"] = _clock(("n0@1", 1, (b"v",)))
-    assert checkers.check_convergence(final, enabled=True).ok
+    assert checkers.check_convergence(final).ok
+    assert SimOptions().check_convergence
+
+
+def test_checker_3_flags_a_version_only_a_fallback_holds() -> None:
+    """Identical primaries are not enough: a hint not handed off leaves them behind."""
+    key: Key = ("b", "k")
+    old = _clock(("n0@1", 1, (b"v",)))
+    final = FinalState(
+        {key: {"n0": old, "n1": old, "n2": old, "n3": _clock(("n0@1", 2, (b"w", b"v")))}},
+        {key: ["n0", "n1", "n2"]}, {"n0@1"})
+    check = checkers.check_convergence(final)
+    assert not check.ok and "fallback copies on ['n3']" in check.summary()
+
+
+def test_checker_3_accepts_a_tombstone_reaped_on_some_primaries_only() -> None:
+    key: Key = ("b", "k")
+    tombstone = dvvset.Clock((dvvset.Entry("n0@1", 2, (api.Content(b"", deleted=True),)),))
+    final = FinalState({key: {"n0": tombstone, "n2": tombstone}}, {key: ["n0", "n1", "n2"]},
+                       {"n0@1"})
+    assert checkers.check_convergence(final).ok  # n1 reaped it first
+    final.stored[key]["n1"] = _clock(("n0@1", 1, (b"v",)))  # but not a live older version
+    assert not checkers.check_convergence(final).ok
 
 
 def test_checker_3_passes_without_faults() -> None:
-    result = run(SimOptions(seed=5, faults="none", duration_ms=1_500, check_convergence=True))
+    result = run(SimOptions(seed=5, faults="none", duration_ms=1_500))
     assert result.check("convergence").enabled
     assert not result.failed, result.summary()
+    assert result.settle_ms == runner.convergence_bound_ms(runner.SIM_CONFIG,
+                                                           runner.node_names(5))
+
+
+def test_the_convergence_bound_is_the_settle_time_and_stays_short() -> None:
+    """The bound (docs/simulator.md): client timeout, two reconnect intervals, a tree
+    build and two anti-entropy rounds; 3,580 ms with 5 nodes and the sim's Config."""
+    assert runner.convergence_bound_ms(runner.SIM_CONFIG, runner.node_names(5)) == 3_580
+    longer = runner.SIM_CONFIG.with_options(anti_entropy_interval_ms=100)
+    assert runner.convergence_bound_ms(longer, runner.node_names(5)) == 3_580 + 2 * 24 * 80
+
+
+def test_checker_6_flags_a_deleted_key_that_comes_back() -> None:
+    key: Key = ("b0", "k0")
+    observations = Observations()
+    observations.issue(b"v")
+    stored = _clock(("n0@1", 1, (b"v",)))
+    observations.on_synced("n0", "n0@1", [Write(0, b"k", m.encode_object(stored))])
+    context = api.encode_context(dvvset.join(stored))
+    put = Op(0, 0, "put", "b0", "k0", "n0", 100, value=b"v", response=api.DoneResponse())
+    delete = Op(1, 1, "delete", "b0", "k0", "n0", 200, context=context,
+                seen=frozenset({b"v"}), response=api.DoneResponse())
+    final = FinalState({key: {"n2": stored}}, {key: ["n0", "n1", "n2"]}, {"n0@1"})
+    check = checkers.check_deletes([put, delete], observations, final)
+    assert not check.ok and "live again" in check.summary()
+    assert checkers.deleted_keys([put, delete], observations) == [key]
+    # Gone everywhere, or only tombstones left: fine.
+    assert checkers.check_deletes([put, delete], observations, FinalState({}, {}, set())).ok
+    # A delete whose context had not seen every stored version judges nothing.
+    blind = Op(1, 1, "delete", "b0", "k0", "n0", 200, context=b"", response=api.DoneResponse())
+    assert checkers.check_deletes([put, blind], observations, final).ok
+    assert checkers.deleted_keys([put, blind], observations) == []
+
+
+def test_a_busy_loop_in_a_node_is_reported_not_hung(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node whose deadline stays in the past after a tick would stop virtual time;
+    the cluster spaces its ticks 1 ms apart and checker 5 reports it."""
+    real = Node.next_deadline_ms
+
+    def stuck_after_one_second(self: Node) -> int | None:
+        deadline = real(self)
+        if self.name == "n1" and self.now_ms >= 1_000:
+            return 1_000
+        return deadline
+
+    monkeypatch.setattr(Node, "next_deadline_ms", stuck_after_one_second)
+    result = run(SimOptions(seed=3, faults="none", duration_ms=1_200, settle_ms=100))
+    check = result.check("queues")
+    assert not check.ok
+    assert any(text.startswith("n1 ") and "a busy loop" in text for text in check.violations), \
+        check.summary()
 
 
 def test_checker_4_flags_too_many_siblings() -> None:
@@ -146,3 +221,21 @@ def test_checker_5_flags_queues_past_their_bound_and_forgotten_requests() -> Non
     assert len(check.violations) == 3, check.summary()
     assert "never answered" in check.summary()
     assert checkers.check_queues([], Observations(), NetworkStats(), {}).ok
+
+
+def test_an_exception_in_a_node_is_reported_and_crashes_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A core exception out of Node.step ends that node's process, not the run."""
+    real = Node._on_message
+
+    def fail_on_a_pong(self: Node, sender: str, message: m.Message) -> None:
+        if self.name == "n2" and isinstance(message, m.Pong) and self.now_ms >= 500:
+            raise ValueError("injected")
+        real(self, sender, message)
+
+    monkeypatch.setattr(Node, "_on_message", fail_on_a_pong)
+    result = run(SimOptions(seed=3, faults="none", duration_ms=1_000))
+    check = result.check("queues")
+    assert any(text.startswith("n2 has an exception from step(), ValueError: injected")
+               for text in check.violations), check.summary()
+    assert result.stats["crashes"] >= 1

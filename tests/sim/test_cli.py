@@ -35,3 +35,14 @@ def test_a_failing_sweep_lists_the_replay_command(capsys: pytest.CaptureFixture[
 def test_unknown_fault_mix_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown fault mix"):
         main(["--faults", "earthquake"])
+
+
+def test_convergence_is_on_by_default_and_can_be_switched_off(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--seed", "4", "--faults", "none", "--duration-ms", "800"]) == 0
+    assert "check convergence: ok" in capsys.readouterr().out
+    assert main(["--seed", "4", "--faults", "none", "--duration-ms", "800",
+                 "--no-check-convergence", "--lww"]) == 1
+    out = capsys.readouterr().out
+    assert "check convergence: off" in out
+    assert "--lww --no-check-convergence" in out  # the replay keeps it off

@@ -1,6 +1,7 @@
-"""The CI sweep: at least 200 seeds across the fault mixes, every checker on
-(but convergence, which waits for anti-entropy). A failing seed is printed with
-the command that replays it; keep it as a regression test in test_regressions.py.
+"""The CI sweep: at least 200 seeds across the fault mixes, every checker on,
+convergence (checker 3) included, with its default bound (the settle time,
+runner.convergence_bound_ms). A failing seed is printed with the command that
+replays it; keep it as a regression test in test_regressions.py.
 
 The long sweep (`make long`, pytest -m long) runs many more seeds, longer."""
 
@@ -15,7 +16,7 @@ from dynakv.sim import faults
 from dynakv.sim.runner import MIXED, SimOptions, SimResult, sweep
 
 CI_SEEDS = 200
-# Sized so that the whole of tests/sim takes well under three minutes on two cores.
+# Sized so that the whole of tests/sim takes under about three minutes on two cores.
 CI_OPTIONS = SimOptions(faults=MIXED, duration_ms=2_000, clients=4)
 JOBS = min(2, os.cpu_count() or 1)
 
@@ -32,6 +33,7 @@ def test_ci_sweep_of_200_seeds_across_fault_mixes() -> None:
     results = list(sweep(CI_SEEDS, 0, CI_OPTIONS, jobs=JOBS))
     assert len(results) == CI_SEEDS
     assert not any(result.failed for result in results), _report(results)
+    assert all(result.check("convergence").enabled for result in results)
     mixes = Counter(result.options.faults for result in results)
     assert set(mixes) == set(faults.SWEEP_MIXES)
     # The sweep is not vacuous: writes were acknowledged, and each mix did its harm.
@@ -43,6 +45,9 @@ def test_ci_sweep_of_200_seeds_across_fault_mixes() -> None:
     assert by_mix["partitions"]["cut"] > 0
     assert by_mix["crashes"]["crashes"] > 0 and by_mix["wipe"]["crashes"] > 0
     assert by_mix["none"]["lost"] == by_mix["none"]["cut"] == by_mix["none"]["crashes"] == 0
+    # Fallbacks kept hints and handed them off; anti-entropy repaired what they missed.
+    assert by_mix["fallbacks"]["hints_max"] > 0 and by_mix["fallbacks"]["hints_delivered"] > 0
+    assert by_mix["wipe"]["ae_keys_repaired"] > 0
 
 
 @pytest.mark.long

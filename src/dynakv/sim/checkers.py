@@ -5,8 +5,6 @@ every node's queues); the check functions then judge the history of client
 operations against what the replicas hold at the end, once faults stopped and the
 cluster settled. "The union" of a key is dvvset.sync_all of every live node's
 stored object for it: what a read of every replica (fallbacks included) returns.
-The core has no read repair or anti-entropy yet, so replicas may stay divergent;
-checkers 1, 2 and 4 judge the union, and checker 3 (convergence) is off by default.
 
 1. acknowledged writes: every acknowledged put's value is a sibling of the union,
    or was superseded: some client that was shown the value (by a read, or a put's
@@ -17,8 +15,11 @@ checkers 1, 2 and 4 judge the union, and checker 3 (convergence) is off by defau
    forgotten the key in between, as after a reaped tombstone).
 2. no phantoms: every value stored or read is one a client wrote; tombstones are
    empty; every dot is of a server id the cluster had.
-3. convergence (off by default): the primary replicas of each key hold identical
-   version sets at the end.
+3. convergence (on by default): at the end, every primary replica of each key holds
+   exactly the version set of the union (so the primaries are identical, and no
+   fallback holds a version that no primary has: hints were handed off); a key that
+   is only tombstones may also be gone from some (reaped). The run's settle time is
+   the bound (runner.convergence_bound_ms).
 4. siblings: no sibling of the union is one that a durable later write's context
    had seen (a superseded value coming back); no stored object and no union has
    more live siblings than limits.SIBLINGS_PER_KEY_MAX.
@@ -27,6 +28,13 @@ checkers 1, 2 and 4 judge the union, and checker 3 (convergence) is off by defau
    network.LINK_IN_FLIGHT_MAX; every message within limits.FRAME_SIZE_MAX_BYTES;
    every request a node got while it stayed up was answered (an error at worst)
    within its timeout; no node's timer deadline was left unserved.
+6. deletes: a deleted key stays deleted. Once a delete was acknowledged whose
+   context had seen every version ever stored for the key (every dot of every
+   value that became durable anywhere), the union of the key may hold no live
+   sibling at the end: no replica that missed the delete, nor anti-entropy, read
+   repair or handoff bringing an old value back after its tombstone was reaped. A
+   write after the delete has a dot the delete had not seen, so the rule does not
+   apply to keys written again.
 """
 
 from __future__ import annotations
@@ -48,7 +56,8 @@ Dot = tuple[str, int]
 _SYNC = dvvset.sync
 MESSAGES_SHOWN_MAX = 5
 
-CHECKERS = ("acknowledged-writes", "no-phantoms", "convergence", "siblings", "queues")
+CHECKERS = ("acknowledged-writes", "no-phantoms", "convergence", "siblings", "queues",
+            "deletes")
 
 
 @dataclass(slots=True)
@@ -266,17 +275,28 @@ def _versions(obj: api.Object | None) -> list[tuple[Dot, tuple[bytes, str, bool]
     return sorted(zip(dvvset.dots(obj), map(_identity, dvvset.values(obj)), strict=True))
 
 
-def check_convergence(final: FinalState, enabled: bool) -> CheckResult:
-    """Checker 3: every primary replica of a key holds the same version set."""
+def check_convergence(final: FinalState, enabled: bool = True) -> CheckResult:
+    """Checker 3: every primary replica of a key holds exactly the union's version set.
+
+    A key whose union holds only tombstones may also be gone from a primary: reaping
+    removes the tombstones from the primaries one after another (a ReapDelete each),
+    so for a moment some hold them and some hold nothing; both read as not found."""
     result = CheckResult(CHECKERS[2], enabled=enabled)
     for key in sorted(final.stored):
         held = final.stored[key]
+        union_obj = final.union(key)
+        union = _versions(union_obj)
+        reapable = all(content.deleted for content in dvvset.values(union_obj))
         versions = {node: _versions(held.get(node)) for node in final.primaries[key]}
-        distinct = {repr(v) for v in versions.values()}
-        if len(distinct) > 1:
-            shown = "; ".join(
-                f"{node}: {[dot for dot, _ in versions[node]]}" for node in sorted(versions))
-            result.violations.append(f"{key[0]}/{key[1]} replicas differ: {shown}")
+        if all(v == union or (reapable and not v) for v in versions.values()):
+            continue
+        shown = "; ".join(
+            f"{node}: {[dot for dot, _ in versions[node]]}" for node in sorted(versions))
+        fallbacks = sorted(node for node in held if node not in final.primaries[key])
+        extra = f" (fallback copies on {fallbacks})" if fallbacks else ""
+        result.violations.append(
+            f"{key[0]}/{key[1]} replicas differ from the union "
+            f"{[dot for dot, _ in union]}: {shown}{extra}")
     return result
 
 
@@ -337,6 +357,49 @@ def check_queues(
             f"{limits.FRAME_SIZE_MAX_BYTES})")
     for node, what in sorted(leftovers.items()):
         result.violations.append(f"{node} has {what}")
+    return result
+
+
+def _covering_delete(writes: Sequence[tuple[Op, dvvset.VersionVector]],
+                     observations: Observations) -> Op | None:
+    """An acknowledged delete of the key whose context had seen every version ever
+    stored for it (every dot of every put value that became durable anywhere)."""
+    stored_dots = [dot for op, _context in writes if op.kind == "put"
+                   for dot in observations.dots.get(op.value, ())]
+    return next((op for op, context in writes
+                 if op.kind == "delete" and op.acked
+                 and all(_seen(context, dot) for dot in stored_dots)), None)
+
+
+def deleted_keys(history: Sequence[Op], observations: Observations) -> list[Key]:
+    """The keys checker 6 judges: deleted by a context that had seen every version."""
+    return [key for key, writes in sorted(_writes_by_key(history).items())
+            if _covering_delete(writes, observations) is not None]
+
+
+def check_deletes(
+    history: Sequence[Op], observations: Observations, final: FinalState
+) -> CheckResult:
+    """Checker 6: a key deleted with a context that had seen every stored version of it
+    has no live sibling in the union at the end (a reaped tombstone does not resurrect).
+
+    The union, not each copy: a fallback may still hold an old copy, with a hint, that
+    the tombstone on the primaries supersedes; it is harmless until the tombstone is
+    reaped, and reaping waits for it (and would show here if it did not)."""
+    result = CheckResult(CHECKERS[5])
+    for key, writes in sorted(_writes_by_key(history).items()):
+        covering = _covering_delete(writes, observations)
+        if covering is None:
+            continue
+        live = [content.value for content in dvvset.values(final.union(key))
+                if not content.deleted]
+        if live:
+            holders = sorted(node for node, obj in final.stored.get(key, {}).items()
+                             if any(c.value in live for c in dvvset.values(obj)))
+            result.violations.append(
+                f"{key[0]}/{key[1]} was deleted by {covering.describe()}, whose context had "
+                f"seen every version ever stored (nothing was written after it), yet it is "
+                f"live again: {sorted(live)[:3]} on {holders}")
     return result
 
 

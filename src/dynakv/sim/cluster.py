@@ -6,10 +6,16 @@ For each node the driver does what the production runtime does, in virtual time:
   commit): after a simulated fsync, apply all their writes in one transaction,
   call `on_durable`, and only then send their messages and replies, in order
   (persist, then send). Outputs without writes wait behind earlier ones too;
-- deliver a TickEvent at `next_deadline_ms()`;
+- deliver a TickEvent at `next_deadline_ms()`, from the node's boot on; a node
+  whose deadline stays in the past after SPIN_TICKS_MAX ticks at one virtual time
+  is in a busy loop (a real runtime would spin): it is recorded in `spins`
+  (checker 5) and its ticks are spaced 1 ms apart, so that virtual time goes on;
+  an exception out of `step` is recorded (checker 5) and crashes the node, as it
+  would end a real node's process;
 - tell it when its connection to a peer breaks or opens (PeerStatusEvent), like
   the TCP transport (net/transport.py): a crash resets the peers' connections to
-  the crashed node, so they see it down after one network delay; while a
+  the crashed node, so they see it down after one network delay, and a node that
+  boots sees its connections to crashed peers refused as soon; while a
   connection is down it is retried every `reconnect_interval_ms`, and opens (the
   peer is up) when the peer is alive and no partition cuts either direction (a
   handshake goes both ways). A partition does not break an open connection unless
@@ -49,6 +55,9 @@ from dynakv.sim.disk import DiskParams, SimDisk
 from dynakv.sim.network import Network
 from dynakv.sim.scheduler import Scheduler, Trace
 
+# Ticks one node may take at one virtual time before it counts as a busy loop.
+SPIN_TICKS_MAX = 10
+
 # A one-shot hook a scenario sets on a node: looks at the writes of a sync about to
 # happen and says whether to crash "before" it (the writes are lost) or "after" it
 # (durable, but no message or reply of the batch is sent), or None to go on.
@@ -80,6 +89,9 @@ class SimNode:
     ticks: set[int] = field(default_factory=set)
     sync_hook: SyncHook | None = None
     crashes: int = 0
+    tick_ms: int = -1  # the virtual time of its last tick
+    ticks_same_ms: int = 0  # ticks delivered at tick_ms
+    past: dict[str, int] = field(default_factory=dict)  # metrics of its earlier lives
 
     @property
     def server_id(self) -> str:
@@ -124,6 +136,13 @@ class Cluster:
         self.stats = ClusterStats()
         self.nodes = {name: SimNode(name, SimDisk(), self._incarnation()) for name in self.names}
         self.server_ids: set[str] = set()
+        # Busy loops: a node that asks for a tick at the same virtual time again and
+        # again (its deadline stays in the past after a tick) would stop virtual time;
+        # it is noted here (checker 5) and its ticks are then spaced 1 ms apart.
+        self.spins: dict[str, str] = {}
+        # Exceptions a node raised from step() (a core bug: checker 5); the node is
+        # crashed, as its process would be, and restarts like any crashed node.
+        self.errors: list[tuple[str, str]] = []  # (node, what happened)
         # Called with a node's name when it crashes (clients connected to it see the
         # connection drop).
         self.crash_listeners: list[Callable[[str], None]] = []
@@ -157,6 +176,20 @@ class Cluster:
             rng=random.Random(self.rng.getrandbits(64)),
             now_ms=self.scheduler.now_ms,
         )
+        # A booting node's timers run from the start (its first probes announce it),
+        # as they do when the transport's connections open at a real node's start.
+        sim_node.tick_ms, sim_node.ticks_same_ms = -1, 0
+        deadline = sim_node.node.next_deadline_ms()
+        if deadline is not None:
+            self._arm_tick(sim_node, deadline)
+        # Its connections to crashed peers are refused at once (the transport reports
+        # a failed connect as the peer down; the core starts assuming every peer up).
+        params = self.network.params
+        for peer in self.names:
+            if peer != sim_node.name and not self.alive(peer):
+                delay = self.rng.randint(params.delay_min_ms, params.delay_max_ms)
+                self.scheduler.after(delay, functools.partial(
+                    self._connection_refused, sim_node.name, sim_node.life, peer))
 
     def alive(self, name: str) -> bool:
         return self.nodes[name].node is not None
@@ -168,6 +201,8 @@ class Cluster:
         sim_node = self.nodes[name]
         if sim_node.node is None:
             return
+        for metric, count in node_metrics(sim_node.node).items():
+            sim_node.past[metric] = sim_node.past.get(metric, 0) + count
         sim_node.node = None
         sim_node.life += 1
         sim_node.queue = []
@@ -214,7 +249,14 @@ class Cluster:
         assert node is not None
         now = self.scheduler.now_ms
         self.trace.record(now, name, kind, payload)
-        node.step(event, now)
+        try:
+            node.step(event, now)
+        except Exception as error:  # a bug in the core: the process would die
+            self.errors.append((name, (
+                f"an exception from step(), {type(error).__name__}: {error}, at {now} ms on "
+                f"{kind} {event!r:.160} (it crashed)")))
+            self.crash(name)
+            return
         output = node.take_output()
         if not output.empty():
             sim_node.queue.append(output)
@@ -225,7 +267,14 @@ class Cluster:
             self._arm_tick(sim_node, deadline)
 
     def _arm_tick(self, sim_node: SimNode, deadline_ms: int) -> None:
-        at = max(deadline_ms, self.scheduler.now_ms)
+        now = self.scheduler.now_ms
+        at = max(deadline_ms, now)
+        if at == now and sim_node.tick_ms == now and sim_node.ticks_same_ms >= SPIN_TICKS_MAX:
+            # A real runtime would spin the CPU here; virtual time would stand still.
+            self.spins.setdefault(sim_node.name, (
+                f"a busy loop: after {SPIN_TICKS_MAX} ticks at {now} ms its next deadline was "
+                f"still {deadline_ms} ms (a timer that a tick does not advance)"))
+            at = now + 1
         if at in sim_node.ticks or (sim_node.ticks and min(sim_node.ticks) <= at):
             return
         sim_node.ticks.add(at)
@@ -236,6 +285,10 @@ class Cluster:
         if sim_node.life != life:
             return
         sim_node.ticks.discard(at)
+        if sim_node.tick_ms == at:
+            sim_node.ticks_same_ms += 1
+        else:
+            sim_node.tick_ms, sim_node.ticks_same_ms = at, 1
         self._step(sim_node.name, TickEvent(), "tick", b"")
 
     # --- persist, then send ---------------------------------------------------------
@@ -303,6 +356,12 @@ class Cluster:
         if sim_node.node is not None and sim_node.link_up.get(peer) and not self.alive(peer):
             self._set_link(sim_node, peer, False)
 
+    def _connection_refused(self, name: str, life: int, peer: str) -> None:
+        sim_node = self.nodes[name]
+        if (sim_node.life == life and sim_node.node is not None
+                and sim_node.link_up.get(peer) and not self.alive(peer)):
+            self._set_link(sim_node, peer, False)
+
     def _set_link(self, sim_node: SimNode, peer: str, up: bool) -> None:
         sim_node.link_up[peer] = up
         self.stats.peer_status_events += 1
@@ -310,6 +369,18 @@ class Cluster:
         self._step(sim_node.name, event, "peer", repr(event).encode())
 
     # --- inspection (checkers, scenarios) -------------------------------------------
+
+    def metrics(self, names: Sequence[str] | None = None) -> dict[str, int]:
+        """node_metrics summed over the nodes (all by default) and all their lives."""
+        total = dict.fromkeys(METRICS, 0)
+        for name in names if names is not None else self.names:
+            sim_node = self.nodes[name]
+            for metric, count in sim_node.past.items():
+                total[metric] += count
+            if sim_node.node is not None:
+                for metric, count in node_metrics(sim_node.node).items():
+                    total[metric] += count
+        return total
 
     def partition_of(self, bucket_type: str, bucket: str, key: str) -> int:
         return self.ring.partition_of(bucket_type, bucket, key)
@@ -330,6 +401,20 @@ class Cluster:
             if obj is not None:
                 found[name] = obj
         return found
+
+
+METRICS = ("hints_delivered", "read_repairs", "ae_exchanges", "ae_keys_repaired", "reaped")
+
+
+def node_metrics(node: Node) -> dict[str, int]:
+    """Counters of one node's life (they start from zero at each restart)."""
+    return {
+        "hints_delivered": node.hints.delivered,
+        "read_repairs": node.stats.get("read_repairs", 0),
+        "ae_exchanges": node.ae.exchanges_done,
+        "ae_keys_repaired": node.ae.keys_repaired,
+        "reaped": node.reaper.reaped,
+    }
 
 
 def make_ring(names: Sequence[str], config: Config) -> Ring:

@@ -7,6 +7,8 @@ reordered, when it may overtake the messages before it. Per message, with the
 current NetworkParams: dropped with probability `loss`, sent twice with
 probability `duplicate`, delayed uniformly within [delay_min_ms, delay_max_ms].
 
+A link can be slowed down (a congested link): its messages take a fixed extra delay.
+
 Partitions cut directed links: a symmetric partition cuts both directions, a
 one-way partition only src -> dst. A message on a cut link is dropped, whether it
 was cut when the message was sent or while it was in flight (the connection
@@ -68,6 +70,7 @@ class Network:
         self.stats = NetworkStats()
         self._deliver = deliver
         self._cut: set[Link] = set()
+        self._slow: dict[Link, int] = {}  # extra delay per link (a congested link)
         self._last_arrival_ms: dict[Link, int] = {}
         self._in_flight: dict[Link, int] = {}
 
@@ -81,6 +84,15 @@ class Network:
 
     def heal_all(self) -> None:
         self._cut.clear()
+        self._slow.clear()
+
+    def slow_down(self, links: Iterable[Link], extra_ms: int) -> None:
+        """Messages sent on `links` from now on take `extra_ms` longer (0: back to normal)."""
+        for link in links:
+            if extra_ms:
+                self._slow[link] = extra_ms
+            else:
+                self._slow.pop(link, None)
 
     def blocked(self, src: str, dst: str) -> bool:
         return (src, dst) in self._cut
@@ -109,7 +121,8 @@ class Network:
         stats.duplicated += copies - 1
         link = (src, dst)
         for _ in range(copies):
-            arrival = self.scheduler.now_ms + rng.randint(params.delay_min_ms, params.delay_max_ms)
+            arrival = (self.scheduler.now_ms + self._slow.get(link, 0)
+                       + rng.randint(params.delay_min_ms, params.delay_max_ms))
             if not (params.reorder and rng.random() < params.reorder):
                 arrival = max(arrival, self._last_arrival_ms.get(link, 0))
                 self._last_arrival_ms[link] = arrival

@@ -28,23 +28,72 @@ still drives delays, client choices and node randomness:
   coordinates a third write. All three are acknowledged and must survive.
   Regression: the fallback used to count its dots afresh and reuse one (fixed by
   actor epochs, Node._actor).
+- fallback-crash (issue 3): two of some keys' owners crash; writes are acknowledged
+  through fallbacks, which keep hints; one fallback crashes while holding hints (it
+  loses the batch it had not synced) and restarts before the owners return. At the
+  end every owner's disk holds every acknowledged write, no hint is left (in the
+  ledgers or on disk), and the fallbacks dropped their copies.
+- owner-returns-during-handoff (issue 3): an owner is down while hundreds of its
+  keys are written (its fallback holds more hints than one handoff batch); it comes
+  back reachable only from that fallback, which starts handing off while the other
+  nodes still see the owner down and keep writing those keys through the fallback:
+  hinted objects change while their delivery is in flight. Nothing acknowledged is
+  lost, the hints drain, the fallback drops its copies.
+- wipe-repair (issue 5): hundreds of keys are written, then a node loses its disk
+  and comes back empty with a new server id; no client reads (so no read repair) and
+  no hints: anti-entropy alone must give it back every key it owns.
+- long-partition-hints-lost (issue 5): hinted handoff is off (Config), so a 2 | 3
+  split lasting two seconds leaves replicas that simply missed writes; clients stop
+  at the heal (no reads after it): anti-entropy must make the replicas identical,
+  and no acknowledged write may be lost.
+- delete-races-repair (issue 5): writes, reads (read repair) and deletes interleave
+  on a few keys while a primary is down (hinted handoff off: it misses deletes) and
+  comes back with stale values; then every key is read from all replicas and
+  deleted with that context while another primary is down (it misses the deletes);
+  tombstones have a 300 ms grace. Anti-entropy, read repair and reaping all run:
+  no deleted key comes back (checker 6), tombstones are reaped, and nothing returns
+  after they are.
+- handoff-backoff (a core bug, known_core_bug): an owner returns, its fallbacks start
+  handing off a batch of hints, and it crashes again before acknowledging them; each
+  failed delivery of the batch doubles the target's backoff, so the hints wait
+  HANDOFF_BACKOFF_MAX_MS (30 s) after the owner is back instead of one backoff step.
+- reap-read-repair (a core bug, known_core_bug): a get reads the old value of a
+  deleted key from a replica that missed the delete and nothing from a wiped one,
+  while the third replica's reply is lost; within the get's timeout another get
+  read-repairs both with the tombstone and it is reaped; then the first get's read
+  repair writes the old value to the wiped replica, and anti-entropy spreads it
+  (checker 6).
+- request-id-reuse (a core bug, known_core_bug): a node restarts while a peer's
+  reply to one of its anti-entropy requests is on its way (a slow link); its new
+  exchange with that peer gets the same request id, takes the late reply for its
+  own, and MerkleTree.level raises out of Node.step (checker 5: the node crashed).
+- reaper-spin (a core bug, known_core_bug): with tombstone_reap_interval_ms below
+  request_timeout_ms, a reap that waits for a lost vote leaves the reaper's deadline
+  in the past: the node asks to be woken at once, again and again (a busy loop), until
+  the reap times out.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from dynakv.core import api, dvvset
 from dynakv.core import messages as m
+from dynakv.core.anti_entropy import Exchange
+from dynakv.core.coordinator import HandoffState
+from dynakv.core.hints import HANDOFF_BATCH_MAX, HINTS_PARTITION
+from dynakv.core.node import Node
 from dynakv.core.ring import key_bytes, primary_owners
 from dynakv.core.storage import Write
+from dynakv.sim import checkers
+from dynakv.sim.checkers import FinalState
 from dynakv.sim.cluster import make_ring
 from dynakv.sim.faults import FaultAction, split_links
 from dynakv.sim.runner import SIM_CONFIG, SimOptions, SimResult, Simulation, node_names
-from dynakv.sim.workload import BUCKET_TYPE, ClientSpec, Key, WorkloadParams
+from dynakv.sim.workload import BUCKET_TYPE, ClientSpec, Key, Op, Role, WorkloadParams
 
 # A scenario's own checks, run after the checkers: a list of failures.
 Verify = Callable[[SimResult], list[str]]
@@ -58,6 +107,7 @@ class Scenario:
     # A bug in core/ that makes this scenario fail today (the tests expect it to
     # fail, strictly, until the core is fixed); empty when it passes.
     known_core_bug: str = ""
+    duration_ms: int = 4_000  # how long its clients and script run (SimOptions.duration_ms)
 
 
 def _acked_puts_between(sim: Simulation, nodes: Sequence[str], start_ms: int,
@@ -244,12 +294,7 @@ FALLBACK_WRITES = ((300, b"first"), (500, b"second"), (2_700, b"third"))
 
 
 def _owners_and_fallbacks(options: SimOptions, key: Key) -> tuple[list[str], list[str]]:
-    names = node_names(options.nodes)
-    ring = make_ring(names, SIM_CONFIG)
-    partition = ring.partition_of(BUCKET_TYPE, *key)
-    owners = [t.node for t in primary_owners(ring, partition, SIM_CONFIG.n_val)]
-    walk = [t.node for t in primary_owners(ring, partition, len(names))]
-    return owners, [name for name in walk if name not in owners]
+    return _placement(node_names(options.nodes), key)
 
 
 def _build_fallback_rewrite(options: SimOptions) -> tuple[Simulation, Verify]:
@@ -273,6 +318,654 @@ def _build_fallback_rewrite(options: SimOptions) -> tuple[Simulation, Verify]:
     return sim, verify
 
 
+# --- shared helpers of the scenarios below ----------------------------------------------
+
+
+def _placement(names: Sequence[str], key: Key) -> tuple[list[str], list[str]]:
+    """A key's primary owners (in preference order) and the other nodes in ring order
+    after them (the fallbacks, first one first)."""
+    ring = make_ring(names, SIM_CONFIG)
+    partition = ring.partition_of(BUCKET_TYPE, *key)
+    owners = [t.node for t in primary_owners(ring, partition, SIM_CONFIG.n_val)]
+    walk = [t.node for t in primary_owners(ring, partition, len(names))]
+    return owners, [name for name in walk if name not in owners]
+
+
+def _keys_where(names: Sequence[str], prefix: str, count: int,
+                wanted: Callable[[list[str], list[str]], bool]) -> list[Key]:
+    """The first `count` keys b0/<prefix><i> whose placement is `wanted`."""
+    found: list[Key] = []
+    for index in range(100 * count + 1_000):
+        key = ("b0", f"{prefix}{index}")
+        if wanted(*_placement(names, key)):
+            found.append(key)
+            if len(found) == count:
+                return found
+    raise AssertionError(f"fewer than {count} keys {prefix}* are placed as wanted")
+
+
+def _disk_object(sim: Simulation, node: str, key: Key) -> api.Object | None:
+    """What `node` holds durably for `key` (its disk, not its pending writes)."""
+    partition = sim.cluster.partition_of(BUCKET_TYPE, *key)
+    data = sim.cluster.nodes[node].disk.get(partition, key_bytes(BUCKET_TYPE, *key))
+    return None if data is None else m.decode_object(data)
+
+
+def _node_lacks_acked_writes(sim: Simulation, node: str, keys: Sequence[Key]) -> list[str]:
+    """Checker 1 with `node`'s disk as the only replica: every acknowledged put to
+    `keys` is a sibling there or was superseded by a write that had seen it."""
+    stored = {key: {node: obj} for key in keys
+              if (obj := _disk_object(sim, node, key)) is not None}
+    history = [op for op in sim.workload.history if (op.bucket, op.key) in set(keys)]
+    final = FinalState(stored, {key: [node] for key in keys}, set(sim.cluster.server_ids))
+    check = checkers.check_acknowledged_writes(history, sim.observations, final)
+    return [f"{node}'s disk: {text}" for text in check.violations if "acknowledged" in text]
+
+
+def _hints_left(sim: Simulation) -> list[str]:
+    """Hints still queued anywhere: in a node's ledger, or as rows on its disk."""
+    left = []
+    for name in sim.names:
+        sim_node = sim.cluster.nodes[name]
+        if sim_node.node is not None and sim_node.node.hints.counts:
+            left.append(f"{name} still queues hints {dict(sim_node.node.hints.counts)}")
+        rows = sim_node.disk.scan(HINTS_PARTITION, b"", 1_000)
+        if rows:
+            left.append(f"{name} still has {len(rows)} hint row(s) on its disk")
+    return left
+
+
+def _fallback_copies(sim: Simulation, keys: Sequence[Key]) -> list[str]:
+    """Copies of `keys` held on disk by nodes that are not their primary owners."""
+    found = []
+    for key in keys:
+        owners = sim.cluster.primaries(BUCKET_TYPE, *key, sim.config.n_val)
+        holders = [n for n in sim.names if n not in owners and _disk_object(sim, n, key)]
+        if holders:
+            found.append(f"{key[0]}/{key[1]} is still held by fallback(s) {holders}")
+    return found
+
+
+def _load(sim: Simulation, keys: Sequence[Key], start_ms: int, gap_ms: int,
+          via: Sequence[str]) -> None:
+    """Write each key once, `gap_ms` apart from `start_ms`, through the nodes `via`."""
+    for index, key in enumerate(keys):
+        node = via[index % len(via)]
+        value = f"{key[0]}/{key[1]}#load".encode()
+        sim.scheduler.at(start_ms + index * gap_ms, functools.partial(
+            sim.workload.request, node, "put", key, value))
+
+
+def _every(sim: Simulation, start_ms: int, end_ms: int, step_ms: int,
+           action: Callable[[], object]) -> None:
+    for time_ms in range(start_ms, end_ms, step_ms):
+        sim.scheduler.at(time_ms, action)
+
+
+def _acked(sim: Simulation, keys: Sequence[Key], kind: str, start_ms: int,
+           end_ms: int) -> list[Op]:
+    wanted = set(keys)
+    return [op for op in sim.workload.history
+            if op.kind == kind and op.acked and (op.bucket, op.key) in wanted
+            and start_ms <= op.start_ms and op.end_ms <= end_ms]
+
+
+# --- fallback crash (issue 3) -----------------------------------------------------------
+
+FALLBACK_CRASH_OWNERS_DOWN_MS, FALLBACK_CRASH_OWNERS_BACK_MS = 100, 2_000
+FALLBACK_CRASH_ARM_MS, FALLBACK_CRASH_DOWNTIME_MS = 900, 300
+FALLBACK_CRASH_CLIENTS_END_MS = 2_600
+
+
+@dataclass(slots=True)
+class _FallbackCrash:
+    crash_ms: int = -1
+    hint_rows_at_crash: int = 0  # durable hint rows on the fallback's disk when it crashed
+    hints_at_restart: int = 0  # hints the restarted fallback loaded from its disk
+
+
+def _build_fallback_crash(options: SimOptions) -> tuple[Simulation, Verify]:
+    names = node_names(options.nodes)
+    owners, fallbacks = _placement(names, ("b0", "k0"))
+    keys = _keys_where(names, "f", 4, lambda o, f: (o, f) == (owners, fallbacks))
+    down, holder = owners[:2], fallbacks[0]
+    actions = [FaultAction(FALLBACK_CRASH_OWNERS_DOWN_MS, "crash", node=n) for n in down]
+    actions += [FaultAction(FALLBACK_CRASH_OWNERS_BACK_MS, "restart", node=n) for n in down]
+    actions.append(FaultAction(FALLBACK_CRASH_OWNERS_BACK_MS, "heal"))
+    up = tuple(n for n in names if n not in down)
+    clients = (ClientSpec("rmw", nodes=up, keys=tuple(keys)),
+               ClientSpec("rmw", nodes=up, keys=tuple(keys)),
+               ClientSpec("blind", nodes=up, keys=tuple(keys)))
+    workload = WorkloadParams(clients=clients, buckets=("b0",),
+                              end_ms=FALLBACK_CRASH_CLIENTS_END_MS)
+    sim = Simulation(options, workload=workload, actions=actions)
+    record = _FallbackCrash()
+
+    def restart_holder() -> None:
+        sim.cluster.restart(holder)
+        node = sim.cluster.nodes[holder].node
+        assert node is not None
+        record.hints_at_restart = sum(node.hints.counts.values())
+
+    hinted = {(sim.cluster.partition_of(BUCKET_TYPE, *key), key_bytes(BUCKET_TYPE, *key))
+              for key in keys}
+
+    def crash_on_replica_write(writes: Sequence[Write]) -> Literal["before", "after"] | None:
+        """Crash at the next sync of a hinted key's new version: that batch is lost
+        (the fallback never acknowledged it); what it synced before survives."""
+        if not any((write.partition, write.key) in hinted for write in writes):
+            return None
+        record.crash_ms = sim.scheduler.now_ms
+        record.hint_rows_at_crash = len(
+            sim.cluster.nodes[holder].disk.scan(HINTS_PARTITION, b"", 10_000))
+        sim.scheduler.after(FALLBACK_CRASH_DOWNTIME_MS, restart_holder)
+        return "before"
+
+    def arm() -> None:
+        sim.cluster.nodes[holder].sync_hook = crash_on_replica_write
+
+    sim.scheduler.at(FALLBACK_CRASH_ARM_MS, arm)
+
+    def verify(result: SimResult) -> list[str]:
+        failures = []
+        if not 0 <= record.crash_ms < FALLBACK_CRASH_OWNERS_BACK_MS - FALLBACK_CRASH_DOWNTIME_MS:
+            failures.append(f"fallback {holder} did not crash (and restart) while the "
+                            f"owners were down (crash at {record.crash_ms} ms)")
+        elif record.hint_rows_at_crash == 0:
+            failures.append(f"fallback {holder} held no durable hint when it crashed")
+        elif record.hints_at_restart == 0:
+            failures.append(f"fallback {holder} loaded no hint from its disk at restart")
+        if not _acked(sim, keys, "put", FALLBACK_CRASH_OWNERS_DOWN_MS,
+                      FALLBACK_CRASH_OWNERS_BACK_MS):
+            failures.append("no write was acknowledged while the owners were down")
+        for owner in owners:
+            failures += _node_lacks_acked_writes(sim, owner, keys)
+        failures += _hints_left(sim)
+        failures += _fallback_copies(sim, keys)
+        if result.stats["hints_delivered"] == 0:
+            failures.append("no hint was delivered")
+        return failures
+
+    return sim, verify
+
+
+# --- owner returns during handoff (issue 3) --------------------------------------------
+
+HANDOFF_KEYS, HANDOFF_HOT_KEYS = 300, 5
+HANDOFF_OWNER_DOWN_MS, HANDOFF_RETURN_MS, HANDOFF_REJOIN_MS = 100, 1_500, 2_700
+HANDOFF_DURATION_MS = 3_300
+
+
+@dataclass(slots=True)
+class _Handoff:
+    hints_at_return: int = 0
+    delivered_at_return: int = 0
+    delivered_at_rejoin: int = 0
+    changed_in_flight: set[bytes] = field(default_factory=set)  # keys that changed
+
+
+def _build_owner_returns(options: SimOptions) -> tuple[Simulation, Verify]:
+    names = node_names(options.nodes)
+    owners, fallbacks = _placement(names, ("b0", "k0"))
+    owner, fallback = owners[0], fallbacks[0]
+    keys = _keys_where(names, "h", HANDOFF_KEYS, lambda o, f: owner in o and f[0] == fallback)
+    hot = tuple(keys[:HANDOFF_HOT_KEYS])
+    others = [n for n in names if n not in (owner, fallback)]
+    # The owner comes back reachable only from its fallback: the fallback hands off
+    # while every other node still sees the owner down and writes through the fallback.
+    links = split_links([owner], others, one_way=False)
+    actions = [
+        FaultAction(HANDOFF_OWNER_DOWN_MS, "crash", node=owner),
+        FaultAction(HANDOFF_RETURN_MS, "cut", links=links),
+        FaultAction(HANDOFF_RETURN_MS, "restart", node=owner),
+        FaultAction(HANDOFF_REJOIN_MS, "restore", links=links),
+        FaultAction(HANDOFF_REJOIN_MS, "heal"),
+    ]
+    writers = tuple(n for n in names if n != owner)
+    clients = tuple(ClientSpec(role, nodes=writers, keys=hot)
+                    for role in ("rmw", "rmw", "blind", "blind"))
+    workload = WorkloadParams(clients=clients, buckets=("b0",), end_ms=HANDOFF_DURATION_MS)
+    sim = Simulation(options, workload=workload, actions=actions)
+    _load(sim, keys, 150, 3, writers)
+    record = _Handoff()
+
+    def fallback_node() -> Node:
+        node = sim.cluster.nodes[fallback].node
+        assert node is not None, "the fallback never crashes in this scenario"
+        return node
+
+    def at_return() -> None:
+        node = fallback_node()
+        record.hints_at_return = node.hints.counts.get(owner, 0)
+        record.delivered_at_return = node.hints.delivered
+
+    def at_rejoin() -> None:
+        record.delivered_at_rejoin = fallback_node().hints.delivered
+
+    def sample() -> None:
+        """A hinted object that changed while its delivery to the owner is in flight."""
+        node = fallback_node()
+        for state in list(node._requests.values()):
+            if isinstance(state, HandoffState) and state.target == owner and (
+                    node.read_object(state.partition, state.key) != state.obj):
+                record.changed_in_flight.add(state.key)
+
+    sim.scheduler.at(HANDOFF_RETURN_MS - 1, at_return)
+    sim.scheduler.at(HANDOFF_REJOIN_MS - 1, at_rejoin)
+    _every(sim, HANDOFF_RETURN_MS, HANDOFF_REJOIN_MS, 2, sample)
+
+    def verify(result: SimResult) -> list[str]:
+        failures = []
+        if record.hints_at_return <= HANDOFF_BATCH_MAX:
+            failures.append(f"fallback {fallback} held {record.hints_at_return} hints for "
+                            f"{owner} when it returned (wanted more than one batch, "
+                            f"{HANDOFF_BATCH_MAX})")
+        if record.delivered_at_rejoin <= record.delivered_at_return:
+            failures.append("no hint was delivered while the owner was reachable only from "
+                            "its fallback")
+        if not record.changed_in_flight:
+            failures.append("no hinted object changed while its delivery was in flight")
+        if not _acked(sim, hot, "put", HANDOFF_RETURN_MS, HANDOFF_REJOIN_MS):
+            failures.append("no write was acknowledged during the handoff")
+        failures += _node_lacks_acked_writes(sim, owner, keys)
+        failures += _hints_left(sim)
+        failures += _fallback_copies(sim, keys)
+        return failures
+
+    return sim, verify
+
+
+# --- wipe repaired by anti-entropy (issue 5) ------------------------------------------
+
+WIPE_KEYS = 200
+WIPED = "n1"
+WIPE_MS, WIPE_RESTART_MS, WIPE_DURATION_MS = 1_200, 1_300, 1_500
+
+
+def _build_wipe_repair(options: SimOptions) -> tuple[Simulation, Verify]:
+    names = node_names(options.nodes)
+    keys: list[Key] = [("b0", f"w{index}") for index in range(WIPE_KEYS)]
+    actions = [FaultAction(WIPE_MS, "wipe", node=WIPED),
+               FaultAction(WIPE_RESTART_MS, "restart", node=WIPED),
+               FaultAction(WIPE_RESTART_MS, "heal")]
+    workload = WorkloadParams(clients=(), end_ms=WIPE_DURATION_MS)
+    sim = Simulation(options, workload=workload, actions=actions)
+    _load(sim, keys, 150, 4, [n for n in names if n != WIPED])
+    first_server_id = sim.cluster.nodes[WIPED].server_id
+
+    def verify(result: SimResult) -> list[str]:
+        failures = []
+        if sim.cluster.nodes[WIPED].server_id == first_server_id:
+            failures.append(f"{WIPED} came back with its old server id")
+        if any(op.kind == "get" for op in sim.workload.history):
+            failures.append("a client read: read repair could have done the work")
+        if len(_acked(sim, keys, "put", 0, WIPE_MS)) != WIPE_KEYS:
+            failures.append("not every key's write was acknowledged before the wipe")
+        owned = [key for key in keys
+                 if WIPED in sim.cluster.primaries(BUCKET_TYPE, *key, sim.config.n_val)]
+        missing = [key for key in owned if _disk_object(sim, WIPED, key) is None]
+        if missing:
+            failures.append(f"{WIPED} owns {len(owned)} keys but {len(missing)} are not "
+                            f"back on its disk, e.g. {missing[0][0]}/{missing[0][1]}")
+        failures += _node_lacks_acked_writes(sim, WIPED, owned)
+        if result.stats["ae_keys_repaired"] == 0:
+            failures.append("anti-entropy repaired no key")
+        if result.stats["read_repairs"] or result.stats["hints_delivered"]:
+            failures.append("read repair or handoff took part; only anti-entropy should")
+        return failures
+
+    return sim, verify
+
+
+# --- long partition, hints lost (issue 5) -------------------------------------------
+
+LONG_SPLIT_MS, LONG_HEAL_MS = 300, 2_300
+NO_HINTS_CONFIG = SIM_CONFIG.with_options(hinted_handoff_enabled=False)
+
+
+@dataclass(slots=True)
+class _Divergence:
+    keys_differing_at_heal: set[Key] = field(default_factory=set)
+
+
+def _differing_keys(sim: Simulation) -> set[Key]:
+    """The keys whose primary replicas do not all hold the union (checker 3's view)."""
+    final = sim.final_state()
+    return {key for key in final.stored if not checkers.check_convergence(FinalState(
+        {key: final.stored[key]}, final.primaries, final.server_ids)).ok}
+
+
+def _build_long_partition(options: SimOptions) -> tuple[Simulation, Verify]:
+    keys: tuple[Key, ...] = tuple(("b0", f"k{index}") for index in range(5))
+    clients = (
+        ClientSpec("blind", nodes=MINORITY, keys=keys, w=1),
+        ClientSpec("rmw", nodes=MINORITY, keys=keys, w=1),
+        ClientSpec("blind", nodes=MAJORITY, keys=keys, w=1),
+        ClientSpec("rmw", nodes=MAJORITY, keys=keys),
+    )
+    links = split_links(MINORITY, MAJORITY, one_way=False)
+    actions = [FaultAction(LONG_SPLIT_MS, "cut", links=links),
+               FaultAction(LONG_HEAL_MS, "restore", links=links),
+               FaultAction(LONG_HEAL_MS, "heal")]
+    # Clients stop at the heal: no read after it, so read repair cannot converge them.
+    workload = WorkloadParams(clients=clients, buckets=("b0",), end_ms=LONG_HEAL_MS)
+    sim = Simulation(options, config=NO_HINTS_CONFIG, workload=workload, actions=actions)
+    record = _Divergence()
+
+    def at_heal() -> None:
+        record.keys_differing_at_heal = _differing_keys(sim)
+
+    sim.scheduler.at(LONG_HEAL_MS - 1, at_heal)
+
+    def verify(result: SimResult) -> list[str]:
+        failures = []
+        window = (LONG_SPLIT_MS + 2 * sim.config.reconnect_interval_ms, LONG_HEAL_MS)
+        for side, nodes in (("minority", MINORITY), ("majority", MAJORITY)):
+            if not _acked_puts_between(sim, nodes, *window):
+                failures.append(f"the {side} acknowledged no write during the partition")
+        if not record.keys_differing_at_heal:
+            failures.append("the replicas did not differ at the heal")
+        # A request still open at the heal may repair its key (read repair, or a write
+        # coordinated after it); a key no such request touched is anti-entropy's alone.
+        touched_after = {(op.bucket, op.key) for op in sim.workload.history
+                         if op.timed_out or op.end_ms >= LONG_HEAL_MS - 1}
+        if not record.keys_differing_at_heal - touched_after:
+            failures.append("every key that differed at the heal was touched by a request "
+                            "after it: anti-entropy was not shown to converge any")
+        if result.stats["hints_max"]:
+            failures.append("a node kept hints though hinted handoff is off")
+        return failures
+
+    return sim, verify
+
+
+# --- deletes racing with repair (issue 5) ---------------------------------------------
+
+DELETE_KEYS = 6
+DELETE_CONFIG = SIM_CONFIG.with_options(hinted_handoff_enabled=False, tombstone_grace_ms=300)
+STALE_DOWN_MS, STALE_BACK_MS = 500, 1_300
+DELETE_CLIENTS_END_MS, FINAL_READ_MS, FINAL_DELETE_MS = 2_500, 2_950, 3_100
+LATE_DOWN_MS, LATE_BACK_MS = 3_050, 3_600
+
+
+@dataclass(slots=True)
+class _FinalDeletes:
+    reads: dict[Key, Op] = field(default_factory=dict)
+    deletes: list[Op] = field(default_factory=list)
+
+
+def _build_delete_races(options: SimOptions) -> tuple[Simulation, Verify]:
+    names = node_names(options.nodes)
+    owners, _ = _placement(names, ("b0", "k0"))
+    stale, late = owners[0], owners[1]
+    keys = _keys_where(names, "d", DELETE_KEYS, lambda o, f: stale in o and late in o)
+    roles: tuple[Role, ...] = ("rmw", "rmw", "deleter", "deleter", "reader", "blind")
+    clients = tuple(ClientSpec(role, keys=tuple(keys)) for role in roles)
+    actions = [FaultAction(STALE_DOWN_MS, "crash", node=stale),
+               FaultAction(STALE_BACK_MS, "restart", node=stale),
+               FaultAction(LATE_DOWN_MS, "crash", node=late),
+               FaultAction(LATE_BACK_MS, "restart", node=late),
+               FaultAction(LATE_BACK_MS, "heal")]
+    workload = WorkloadParams(clients=clients, buckets=("b0",), end_ms=DELETE_CLIENTS_END_MS)
+    sim = Simulation(options, config=DELETE_CONFIG, workload=workload, actions=actions)
+    record = _FinalDeletes()
+    via = next(n for n in names if n not in (stale, late))
+
+    def read_all(key: Key) -> None:
+        sim.workload.request(via, "get", key, quorum="all",
+                             then=lambda op: record.reads.__setitem__(key, op))
+
+    def delete(key: Key) -> None:
+        read = record.reads.get(key)
+        response = read.response if read is not None else None
+        if isinstance(response, api.ObjectResponse) and response.found:
+            seen = frozenset(content.value for content in response.siblings)
+            record.deletes.append(sim.workload.request(
+                via, "delete", key, context=response.context, seen=seen))
+
+    for key in keys:
+        sim.scheduler.at(FINAL_READ_MS, functools.partial(read_all, key))
+        sim.scheduler.at(FINAL_DELETE_MS, functools.partial(delete, key))
+
+    def verify(result: SimResult) -> list[str]:
+        failures = []
+        if not _acked(sim, keys, "delete", STALE_DOWN_MS, STALE_BACK_MS):
+            failures.append(f"no delete was acknowledged while {stale} was down")
+        if not any(op.acked for op in record.deletes):
+            failures.append(f"no final delete was acknowledged while {late} was down")
+        judged = checkers.deleted_keys(sim.workload.history, sim.observations)
+        if len(judged) < DELETE_KEYS // 2:
+            failures.append(f"only {len(judged)} of {DELETE_KEYS} keys were deleted with a "
+                            "context that had seen every version")
+        if result.stats["reaped"] == 0:
+            failures.append("no tombstone was reaped")
+        final = sim.final_state()
+        if not any(not final.stored.get(key) for key in judged):
+            failures.append("no deleted key was reaped from every node")
+        return failures
+
+    return sim, verify
+
+
+# --- handoff backoff (a core bug) --------------------------------------------------------
+
+BACKOFF_KEYS = 20
+BACKOFF_DOWN_MS, BACKOFF_RETURN_MS, BACKOFF_DOWNTIME_MS = 100, 800, 200
+
+
+@dataclass(slots=True)
+class _Backoff:
+    crash_ms: int = -1
+    deliveries_in_flight: int = 0
+
+
+def _build_handoff_backoff(options: SimOptions) -> tuple[Simulation, Verify]:
+    names = node_names(options.nodes)
+    owner = _placement(names, ("b0", "k0"))[0][0]
+    keys = _keys_where(names, "bk", BACKOFF_KEYS, lambda o, f: owner in o)
+    actions = [FaultAction(BACKOFF_DOWN_MS, "crash", node=owner),
+               FaultAction(BACKOFF_RETURN_MS, "restart", node=owner)]
+    workload = WorkloadParams(clients=(), end_ms=options.duration_ms)
+    sim = Simulation(options, workload=workload, actions=actions)
+    _load(sim, keys, 150, 10, [n for n in names if n != owner])
+    record = _Backoff()
+
+    def watch() -> None:
+        """Crash the owner as soon as some fallback has deliveries to it in flight."""
+        if record.crash_ms >= 0 or not sim.cluster.alive(owner):
+            return
+        in_flight = sum(node.hints.in_flight.get(owner, 0) for name in sim.names
+                        if name != owner and (node := sim.cluster.nodes[name].node))
+        if in_flight:
+            record.crash_ms, record.deliveries_in_flight = sim.scheduler.now_ms, in_flight
+            sim.cluster.crash(owner)
+            sim.scheduler.after(BACKOFF_DOWNTIME_MS, lambda: sim.cluster.restart(owner))
+
+    _every(sim, BACKOFF_RETURN_MS, BACKOFF_RETURN_MS + 1_500, 1, watch)
+
+    def verify(result: SimResult) -> list[str]:
+        if record.crash_ms < 0:
+            return ["no fallback started handing off to the returned owner"]
+        left = _hints_left(sim)
+        if not left:
+            return []
+        waits = {}
+        for name in sim.names:
+            node = sim.cluster.nodes[name].node
+            if name != owner and node is not None and owner in node.hints.backoff_ms:
+                waits[name] = (f"backoff {node.hints.backoff_ms[owner]} ms, next attempt at "
+                               f"{node.hints.next_attempt_ms.get(owner)} ms")
+        return [f"{owner} crashed at {record.crash_ms} ms with {record.deliveries_in_flight} "
+                f"hint deliveries in flight and was back {BACKOFF_DOWNTIME_MS} ms later; at "
+                f"{sim.scheduler.now_ms} ms the hints still wait: {waits}", *left]
+
+    return sim, verify
+
+
+# --- reaper spin (a core bug) ------------------------------------------------------------
+
+SPIN_CONFIG = SIM_CONFIG.with_options(tombstone_reap_interval_ms=100, tombstone_grace_ms=100)
+SPIN_CUT_MS, SPIN_RESTORE_MS = 300, 1_800
+
+
+def _build_reaper_spin(options: SimOptions) -> tuple[Simulation, Verify]:
+    names = node_names(options.nodes)
+    key: Key = ("b0", "k0")
+    owners, fallbacks = _placement(names, key)
+    silent = fallbacks[0]  # not a primary: the delete needs it not, the reap's vote does
+    links = split_links([silent], [n for n in names if n != silent], one_way=False)
+    actions = [FaultAction(SPIN_CUT_MS, "cut", links=links),
+               FaultAction(SPIN_RESTORE_MS, "restore", links=links),
+               FaultAction(SPIN_RESTORE_MS, "heal")]
+    workload = WorkloadParams(clients=(), end_ms=options.duration_ms)
+    sim = Simulation(options, config=SPIN_CONFIG, workload=workload, actions=actions)
+    # Connections stay open across the cut: only the failure detector (after
+    # probe_timeout_ms) sees the silent node down, so a reap waits for its vote.
+    sim.keepalive = sim.cluster.keepalive = False
+    record: dict[str, Op] = {}
+
+    def delete(read: Op) -> None:
+        if isinstance(read.response, api.ObjectResponse) and read.response.found:
+            seen = frozenset(c.value for c in read.response.siblings)
+            record["delete"] = sim.workload.request(owners[0], "delete", key,
+                                                    context=read.response.context, seen=seen)
+
+    sim.scheduler.at(150, lambda: sim.workload.request(owners[0], "put", key, b"b0/k0#spin"))
+    sim.scheduler.at(400, lambda: sim.workload.request(owners[0], "get", key, then=delete))
+
+    def verify(result: SimResult) -> list[str]:
+        delete_op = record.get("delete")
+        if delete_op is None or not delete_op.acked:
+            return ["the key was not deleted"]
+        return []
+
+    return sim, verify
+
+
+# --- a read repair older than a reap (a core bug) ---------------------------------------
+
+STALE_PUT_MS, STALE_A_DOWN_MS, STALE_DELETE_MS, STALE_C_WIPE_MS = 150, 300, 400, 500
+STALE_C_RETURN_MS, STALE_A_RETURN_MS, STALE_READ_MS = 600, 1_100, 1_106
+STALE_REPAIR_READ_MS, STALE_HEAL_MS = 1_130, 2_400
+
+
+def _build_reap_read_repair(options: SimOptions) -> tuple[Simulation, Verify]:
+    """Replicas a, b, c; hinted handoff off, tombstone grace 300 ms, reaper every 1 s.
+
+    The key is written everywhere, then deleted while a is down (b and c take the
+    tombstone); c loses its disk and comes back empty, cut off from b for a while (so
+    anti-entropy cannot give it the tombstone); a comes back with the old value, and
+    b's messages to a are cut. a coordinates a get: it reads the old value from itself
+    and nothing from c, answers the client (R=2), and keeps the read repair for when
+    b answers, which it never does: a's detector sees b down a second later. Meanwhile
+    a get through c reads the tombstone and read-repairs a and c with it, and c's
+    reaper (1 s after its restart) reaps it from a, b and c. Then a's first get ends
+    and sends c the old value it merged a second ago: the deleted key is back, and
+    anti-entropy spreads it (checker 6)."""
+    names = node_names(options.nodes)
+    key: Key = ("b0", "k0")
+    (a, b, c), _ = _placement(names, key)
+    b_c = split_links([b], [c], one_way=False)
+    b_to_a = split_links([b], [a], one_way=True)  # b's replies to a are lost
+    actions = [FaultAction(STALE_A_DOWN_MS, "crash", node=a),
+               FaultAction(STALE_C_WIPE_MS, "wipe", node=c),
+               FaultAction(STALE_C_RETURN_MS - 10, "cut", links=b_c),
+               FaultAction(STALE_C_RETURN_MS, "restart", node=c),
+               FaultAction(STALE_A_RETURN_MS - 5, "cut", links=b_to_a),
+               FaultAction(STALE_A_RETURN_MS, "restart", node=a),
+               FaultAction(STALE_READ_MS + 4, "restore", links=b_c),
+               FaultAction(STALE_HEAL_MS, "restore", links=b_to_a),
+               FaultAction(STALE_HEAL_MS, "heal")]
+    workload = WorkloadParams(clients=(), end_ms=options.duration_ms)
+    sim = Simulation(options, config=DELETE_CONFIG, workload=workload, actions=actions)
+    sim.keepalive = sim.cluster.keepalive = False  # the cuts close no connection
+
+    def delete(read: Op) -> None:
+        if isinstance(read.response, api.ObjectResponse) and read.response.found:
+            seen = frozenset(content.value for content in read.response.siblings)
+            sim.workload.request(b, "delete", key, context=read.response.context, seen=seen)
+
+    value = f"{key[0]}/{key[1]}#old".encode()
+    sim.scheduler.at(STALE_PUT_MS, lambda: sim.workload.request(b, "put", key, value))
+    sim.scheduler.at(STALE_DELETE_MS - 20,
+                     lambda: sim.workload.request(b, "get", key, then=delete))
+    sim.scheduler.at(STALE_READ_MS, lambda: sim.workload.request(a, "get", key))
+    sim.scheduler.at(STALE_REPAIR_READ_MS, lambda: sim.workload.request(c, "get", key))
+
+    def verify(result: SimResult) -> list[str]:
+        if key not in checkers.deleted_keys(sim.workload.history, sim.observations):
+            return ["the key was not deleted with a context that had seen the old value"]
+        return []
+
+    return sim, verify
+
+
+# --- request ids reused after a restart (a core bug) -----------------------------------
+
+REUSE_NODE = "n1"
+REUSE_KEYS, REUSE_SLOW_MS = 10, 60
+REUSE_DOWN_MS, REUSE_SLOW_FROM_MS, REUSE_RETURN_MS, REUSE_HEAL_MS = 50, 400, 500, 2_000
+
+
+@dataclass(slots=True)
+class _Reuse:
+    descended_ms: int = -1  # when the returned node's exchange went below the root
+
+
+def _build_request_id_reuse(options: SimOptions) -> tuple[Simulation, Verify]:
+    """A node misses writes to its first partition, comes back, and starts its first
+    anti-entropy exchange (request id 1) with that partition's first other primary;
+    messages to it are slow (+60 ms, congested links). Once that exchange has gone
+    below the root, the node crashes and restarts: its first exchange, with the same
+    partner over the same partition, gets request id 1 again, and the partner's late
+    reply to the earlier one (indexes of depth 1) is taken for the reply to the new
+    one (depth 0)."""
+    names = node_names(options.nodes)
+    ring = make_ring(names, SIM_CONFIG)
+    node = REUSE_NODE
+    first = min(p for p in range(ring.size)
+                if node in (t.node for t in primary_owners(ring, p, SIM_CONFIG.n_val)))
+    partner = next(t.node for t in primary_owners(ring, first, SIM_CONFIG.n_val)
+                   if t.node != node)
+    keys: list[Key] = []
+    for index in range(10_000):
+        key = ("b0", f"r{index}")
+        if ring.partition_of(BUCKET_TYPE, *key) == first:
+            keys.append(key)
+            if len(keys) == REUSE_KEYS:
+                break
+    slow = tuple((peer, node) for peer in names if peer != node)  # replies to it are late
+    actions = [FaultAction(REUSE_DOWN_MS, "crash", node=node),
+               FaultAction(REUSE_SLOW_FROM_MS, "slow", links=slow, delay_ms=REUSE_SLOW_MS),
+               FaultAction(REUSE_RETURN_MS, "restart", node=node),
+               FaultAction(REUSE_HEAL_MS, "heal")]
+    workload = WorkloadParams(clients=(), end_ms=options.duration_ms)
+    sim = Simulation(options, config=NO_HINTS_CONFIG, workload=workload, actions=actions)
+    _load(sim, keys, 100, 10, [n for n in names if n != node])
+    record = _Reuse()
+
+    def watch() -> None:
+        """Once the exchange asked for a level below the root, crash and restart."""
+        current = sim.cluster.nodes[node].node
+        if record.descended_ms >= 0 or current is None:
+            return
+        state = current._requests.get(1)
+        if isinstance(state, Exchange) and state.partner == partner and state.depth >= 1:
+            record.descended_ms = sim.scheduler.now_ms
+            # The deeper request has left (after at most one sync) before the crash.
+            sim.scheduler.after(6, lambda: sim.cluster.crash(node))
+            sim.scheduler.after(10, lambda: sim.cluster.restart(node))
+
+    _every(sim, REUSE_RETURN_MS, REUSE_RETURN_MS + 1_000, 1, watch)
+
+    def verify(result: SimResult) -> list[str]:
+        if record.descended_ms < 0:
+            return [f"{node}'s exchange with {partner} never went below the root"]
+        return []
+
+    return sim, verify
+
+
 SCENARIOS: dict[str, Scenario] = {
     scenario.name: scenario
     for scenario in (
@@ -284,16 +977,72 @@ SCENARIOS: dict[str, Scenario] = {
                  _build_stale_contexts),
         Scenario("fallback-rewrite", "a fallback coordinates the same key before and after "
                  "handing it off (a regression: it reused a dot, Riak's kv679, until "
-                 "local deletes started a new actor epoch)", _build_fallback_rewrite),
+                 "local deletes started a new actor epoch)", _build_fallback_rewrite,
+                 duration_ms=5_000),
+        Scenario("fallback-crash", "two owners down, writes through fallbacks, a fallback "
+                 "holding hints crashes and restarts, the owners return",
+                 _build_fallback_crash, duration_ms=FALLBACK_CRASH_CLIENTS_END_MS),
+        Scenario("owner-returns-during-handoff", "an owner returns while hundreds of its "
+                 "hints are handed off and their keys keep being written",
+                 _build_owner_returns, duration_ms=HANDOFF_DURATION_MS),
+        Scenario("wipe-repair", "a node loses its disk and anti-entropy alone restores it",
+                 _build_wipe_repair, duration_ms=WIPE_DURATION_MS),
+        Scenario("long-partition-hints-lost", "a long 2 | 3 split with hinted handoff off, "
+                 "healed: anti-entropy converges the replicas", _build_long_partition,
+                 duration_ms=LONG_HEAL_MS),
+        Scenario("delete-races-repair", "deletes racing with read repair, anti-entropy and "
+                 "reaping while replicas miss deletes", _build_delete_races,
+                 duration_ms=LATE_BACK_MS),
+        Scenario("handoff-backoff", "an owner crashes again while its hints are handed off; "
+                 "the hints then wait the maximum backoff", _build_handoff_backoff,
+                 known_core_bug=(
+                     "hinted handoff backoff grows once per failed delivery, not once per "
+                     "failed round: Node._handoff_done calls HintLedger.failed for every "
+                     "HandoffState of a batch that fails (all of them fail together when "
+                     "the owner goes down or the batch times out), so one failed batch of k "
+                     "hints sets the backoff to min(30 s, 500 ms x 2^(k-1)), and "
+                     "_peer_came_up does not clear it: the returned owner waits up to "
+                     "HANDOFF_BACKOFF_MAX_MS for its hints"),
+                 duration_ms=2_500),
+        Scenario("reaper-spin", "a reap waits for a lost vote while the reap interval is "
+                 "shorter than the request timeout", _build_reaper_spin,
+                 known_core_bug=(
+                     "busy loop: Node.next_deadline_ms includes reaper.next_reap_ms while a "
+                     "reap is in flight, and Node._reap returns early (reaper.in_flight) "
+                     "without advancing it, so with tombstone_reap_interval_ms < "
+                     "request_timeout_ms a reap whose vote is lost makes the node ask to be "
+                     "woken at once, again and again, until the reap ends"),
+                 duration_ms=2_000),
+        Scenario("reap-read-repair", "a read repair computed before a tombstone was reaped "
+                 "arrives after it", _build_reap_read_repair,
+                 known_core_bug=(
+                     "a reaped key comes back: a read repair is computed from the replies a "
+                     "get gathered, but sent only when its last replica answers or the "
+                     "request times out (request_timeout_ms later); no reap vote accounts "
+                     "for such a pending repair (Node._reap_vote looks at hints and the local "
+                     "copy only), so a tombstone reaped in between is undone by the stale "
+                     "repair, and anti-entropy spreads the old value again"),
+                 duration_ms=STALE_HEAL_MS),
+        Scenario("request-id-reuse", "a node restarts and reuses the request id of an "
+                 "exchange whose reply is still on its way", _build_request_id_reuse,
+                 known_core_bug=(
+                     "request ids restart at 1 when a node restarts (Node._next_request_id), "
+                     "so a peer's late reply to a request of the node's previous life is "
+                     "taken for the reply to a new one with the same id: an anti-entropy "
+                     "level reply for depth 1 meets an exchange at depth 0 and "
+                     "MerkleTree.level raises ValueError out of Node.step (a peer's message "
+                     "crashes the node; the reply path does not check the indexes it was "
+                     "sent against those it asked for); a late ReplicaPutAck could likewise "
+                     "count towards W for a put the peer never stored"),
+                 duration_ms=REUSE_HEAL_MS),
     )
 }
 
 
 def scenario_options(name: str, seed: int, base: SimOptions | None = None) -> SimOptions:
     base = base or SimOptions()
-    duration_ms = 5_000 if name == "fallback-rewrite" else 4_000
-    return replace(base, seed=seed, scenario=name, nodes=5, duration_ms=duration_ms,
-                   faults="none", lww=False)
+    return replace(base, seed=seed, scenario=name, nodes=5,
+                   duration_ms=SCENARIOS[name].duration_ms, faults="none", lww=False)
 
 
 def run_scenario(name: str, options: SimOptions) -> SimResult:

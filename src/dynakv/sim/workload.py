@@ -93,6 +93,7 @@ class Op:
     response: api.Response | None = None
     timed_out: bool = False  # no reply: the node's connection broke, or it never answered
     unanswered: bool = False  # no reply from a node that stayed up: it should always answer
+    quorum: Quorum | None = None  # a scripted request's r (get) or w (put, delete)
 
     @property
     def acked(self) -> bool:
@@ -151,6 +152,7 @@ class Workload:
             for index, spec in enumerate(params.clients)
         ]
         self._pending: dict[int, tuple[Client | None, Op]] = {}
+        self._then_scripted: dict[int, Callable[[Op], None]] = {}  # op id -> callback
         self._next_client_id = 1
         # Nodes answer every request within request_timeout_ms (an error at worst);
         # the client waits a little longer before it calls the request unanswered.
@@ -218,11 +220,12 @@ class Workload:
     # --- requests and replies -------------------------------------------------------
 
     def _request(self, client: Client | None, op: Op) -> api.Request:
-        spec = client.spec if client is not None else ClientSpec("blind", return_body=False)
+        spec = client.spec if client is not None else ClientSpec(
+            "blind", return_body=False, w=op.quorum)
         rng = client.rng if client is not None else self.rng
         match op.kind:
             case "get":
-                return api.GetRequest(BUCKET_TYPE, op.bucket, op.key)
+                return api.GetRequest(BUCKET_TYPE, op.bucket, op.key, r=op.quorum)
             case "put":
                 return_body = spec.return_body
                 if return_body is None:
@@ -253,11 +256,16 @@ class Workload:
         self._submit(client, op, node, self._request(client, op))
 
     def request(self, node: str, kind: OpKind, key: Key, value: bytes = b"",
-                context: bytes = b"", seen: frozenset[bytes] = frozenset()) -> Op:
+                context: bytes = b"", seen: frozenset[bytes] = frozenset(),
+                quorum: Quorum | None = None,
+                then: Callable[[Op], None] | None = None) -> Op:
         """A scripted request on behalf of no client (scenarios and regression tests):
-        tracked in the history and judged like any other."""
+        tracked in the history and judged like any other. `quorum` is its r or w;
+        `then` is called with the op once it is answered or given up."""
         op = Op(len(self.history), -1, kind, key[0], key[1], node, self.scheduler.now_ms,
-                value, context, seen)
+                value, context, seen, quorum=quorum)
+        if then is not None:
+            self._then_scripted[op.op_id] = then
         self.history.append(op)
         self.touched.add(key)
         if value:
@@ -305,8 +313,15 @@ class Workload:
         op.timed_out = True
         op.unanswered = unanswered
         op.end_ms = self.scheduler.now_ms
+        self._done(client, op)
+
+    def _done(self, client: Client | None, op: Op) -> None:
         if client is not None:
             self._then(client, op)
+            return
+        then = self._then_scripted.pop(op.op_id, None)
+        if then is not None:
+            then(op)
 
     def on_reply(self, client_id: int, response: api.Response) -> None:
         """A node sent a reply (after persisting): it reaches the client shortly."""
@@ -323,5 +338,4 @@ class Workload:
         client, op = entry
         op.response = response
         op.end_ms = self.scheduler.now_ms
-        if client is not None:
-            self._then(client, op)
+        self._done(client, op)
