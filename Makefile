@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck unit long clean
+.PHONY: dev test lint typecheck unit long clean proto
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: lint
 
 long: $(STAMP)
 	$(BIN)/python -m pytest -q -m long
+
+# Regenerate the PB messages (and their type stubs) from riak.proto.
+proto: $(STAMP)
+	cd src/dynakv/proto && PATH="$(abspath $(BIN)):$$PATH" $(abspath $(BIN))/python -m grpc_tools.protoc \
+		-I. --python_out=. --mypy_out=. riak.proto
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -61,7 +61,8 @@ def add_node_parser(commands: Any) -> None:
     p.add_argument("--name", required=True, help="this node's name, unique in the cluster")
     p.add_argument("--cluster", default="dynakv", help="the cluster's name (default dynakv)")
     p.add_argument("--http", default="127.0.0.1:8098", help="HTTP API address HOST:PORT")
-    p.add_argument("--pb", default=None, help="binary protocol address (reserved, not served yet)")
+    p.add_argument("--pb", default="127.0.0.1:8087",
+                   help="PB API (Riak's Protocol Buffers protocol) address HOST:PORT, or off")
     p.add_argument("--internode", default="127.0.0.1:8100", help="internode address HOST:PORT")
     p.add_argument("--data", required=True, help="data directory (created if missing)")
     p.add_argument("--peer", action="append", default=[], metavar="NAME=HOST:PORT[/WEIGHT[/ZONE]]",
@@ -104,7 +105,7 @@ def run_node_command(args: argparse.Namespace) -> int:
         peers=peers,
         weight=args.weight,
         zone=args.zone,
-        pb=parse_address(args.pb, "--pb") if args.pb else None,
+        pb=parse_address(args.pb, "--pb") if args.pb and args.pb != "off" else None,
     )
     run_node(options)
     return 0

@@ -1,7 +1,8 @@
 """`dynakv dev`: a local cluster of real node processes, in the foreground.
 
 Node i (from 1) is named dev<i> and serves HTTP on base-port + 10(i-1) on
-127.0.0.1; + 1 is kept for the binary protocol, + 2 is its internode port. Its
+127.0.0.1, its PB API (Riak's Protocol Buffers protocol) on + 1 (listed in
+cluster.json as `pb`, a port number), and its internode protocol on + 2. Its
 data lives in DIR/dev<i> and is kept between runs. DIR/cluster.json (written
 atomically, refreshed when a node restarted by hand writes a new pid) says, for
 each node, its HTTP URL, internode address, pid, data directory, and `argv`: the
@@ -56,6 +57,7 @@ def node_argv(index: int, count: int, base_port: int, data: Path, ring_size: int
         "--name", f"dev{index}",
         "--http", f"127.0.0.1:{http}",
         "--internode", f"127.0.0.1:{internode}",
+        "--pb", f"127.0.0.1:{pb}",
         "--data", str(data / f"dev{index}"),
         "--ring-size", str(ring_size),
         "--preset", "local",
@@ -63,7 +65,6 @@ def node_argv(index: int, count: int, base_port: int, data: Path, ring_size: int
     for other in range(1, count + 1):
         if other != index:
             argv += ["--peer", f"dev{other}=127.0.0.1:{ports(other)[2]}"]
-    del pb
     return argv
 
 
@@ -203,6 +204,7 @@ def run_dev_add(args: argparse.Namespace) -> int:
     node_data = data / name
     argv = [sys.executable, "-m", "dynakv", "node", "--name", name,
             "--http", f"127.0.0.1:{http}", "--internode", f"127.0.0.1:{http + 2}",
+            "--pb", f"127.0.0.1:{http + 1}",
             "--data", str(node_data), "--preset", "local", "--weight", str(args.weight)]
     if args.zone:
         argv += ["--zone", args.zone]
@@ -243,8 +245,8 @@ def run_dev(args: argparse.Namespace) -> int:
                   "data directory", file=sys.stderr)
         print(f"dynakv dev: {len(cluster.nodes)} nodes, data in {cluster.data}")
         for node in cluster.nodes:
-            print(f"  {node['name']}: {node['http']}  (pid {node['pid']}, "
-                  f"internode {node['peer']})")
+            print(f"  {node['name']}: {node['http']}  pb://127.0.0.1:{node['pb']}  "
+                  f"(pid {node['pid']}, internode {node['peer']})")
         print(f"cluster.json: {cluster.data / 'cluster.json'}; Ctrl-C stops the cluster",
               flush=True)
         reported: set[str] = set()

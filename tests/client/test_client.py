@@ -1,4 +1,5 @@
-"""The sync and async clients against the HTTP API over a fake node, on a real socket."""
+"""The sync and async clients against the HTTP and PB APIs over a fake node, on real
+sockets: every test of a transport runs once per protocol."""
 
 from __future__ import annotations
 
@@ -26,40 +27,47 @@ from dynakv.client.protocol import split_multipart
 from dynakv.core import api
 from dynakv.core.errors import ErrorKind
 from dynakv.net.http_api import multipart_body
+from dynakv.net.pb_api import PbServer
+from dynakv.net.stats import RequestStats
 from tests.net.fake_service import FakeService
 
 
 class ServerThread:
-    """The HTTP API on 127.0.0.1 (ephemeral port), in a thread with its own loop."""
+    """The HTTP and PB APIs on 127.0.0.1 (ephemeral ports), sharing their request
+    statistics as a node's do, in a thread with its own loop."""
 
     def __init__(self, service: FakeService) -> None:
         self.service = service
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.runner = web.AppRunner(make_app_for(service))
+        stats = RequestStats()
+        self.runner = web.AppRunner(make_app_for(service, stats))
+        self.pb = PbServer(service, stats)
 
-    def start(self) -> str:
+    def start(self) -> dict[str, str]:
         self.thread.start()
         return asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
 
-    async def _start(self) -> str:
+    async def _start(self) -> dict[str, str]:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
         port = self.runner.addresses[0][1]
-        return f"http://127.0.0.1:{port}"
+        _, pb_port = await self.pb.start("127.0.0.1", 0)
+        return {"http": f"http://127.0.0.1:{port}", "pb": f"pb://127.0.0.1:{pb_port}"}
 
     def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.pb.close(), self.loop).result(10)
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
 
 
-def make_app_for(service: FakeService) -> web.Application:
+def make_app_for(service: FakeService, stats: RequestStats) -> web.Application:
     from dynakv.net.http_api import make_app
 
-    return make_app(service)
+    return make_app(service, stats)
 
 
 @dataclass
@@ -68,13 +76,13 @@ class Served:
     service: FakeService
 
 
-@pytest.fixture
-def served() -> Iterator[Served]:
+@pytest.fixture(params=["http", "pb"])
+def served(request: pytest.FixtureRequest) -> Iterator[Served]:
     service = FakeService()
     server = ServerThread(service)
-    url = server.start()
+    urls = server.start()
     try:
-        yield Served(url, service)
+        yield Served(urls[request.param], service)
     finally:
         server.stop()
 
@@ -207,6 +215,16 @@ def test_connection_failed() -> None:
                 await client.ping()
 
     asyncio.run(main())
+    with Client(f"pb://127.0.0.1:{unused_port()}", timeout_s=2) as client, \
+            pytest.raises(ConnectionFailed):
+        client.ping()
+
+    async def main_pb() -> None:
+        async with AsyncClient(f"pb://127.0.0.1:{unused_port()}", timeout_s=2) as client:
+            with pytest.raises(ConnectionFailed):
+                await client.ping()
+
+    asyncio.run(main_pb())
     with pytest.raises(ValueError):
         Client("ftp://example.com")
 
@@ -214,9 +232,12 @@ def test_connection_failed() -> None:
 def test_sync_client_reconnects(served: Served) -> None:
     with Client(served.url) as client:
         assert client.ping()
-        connection = client._connection
-        assert connection is not None and connection.sock is not None
-        connection.sock.shutdown(socket.SHUT_RDWR)  # as if the server closed it when idle
+        if client._pb is not None:
+            sock = client._pb.sock
+        else:
+            assert client._connection is not None and client._connection.sock is not None
+            sock = client._connection.sock
+        sock.shutdown(socket.SHUT_RDWR)  # as if the server closed it when idle
         assert client.ping()
 
 

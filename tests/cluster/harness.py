@@ -64,10 +64,15 @@ class NodeProcess:
     data: Path
     argv: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
+    pb_port: int = field(default_factory=free_port)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def pb_url(self) -> str:
+        return f"pb://127.0.0.1:{self.pb_port}"
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -86,6 +91,7 @@ class ProcessCluster:
                 sys.executable, "-m", "dynakv", "node", "--name", node.name,
                 "--http", f"127.0.0.1:{node.http_port}",
                 "--internode", f"127.0.0.1:{node.internode_port}",
+                "--pb", f"127.0.0.1:{node.pb_port}",
                 "--data", str(node.data), "--ring-size", str(ring_size), "--preset", "local",
                 *(arg for other in self.nodes if other is not node
                   for arg in ("--peer", f"{other.name}=127.0.0.1:{other.internode_port}")),
@@ -101,6 +107,7 @@ class ProcessCluster:
             sys.executable, "-m", "dynakv", "node", "--name", node.name,
             "--http", f"127.0.0.1:{node.http_port}",
             "--internode", f"127.0.0.1:{node.internode_port}",
+            "--pb", f"127.0.0.1:{node.pb_port}",
             "--data", str(node.data), "--preset", "local", *(extra_args or []),
         ]
         self.nodes.append(node)

@@ -1,15 +1,18 @@
-"""The asyncio client, over an aiohttp ClientSession (connection pooling, keep-alive).
+"""The asyncio client: over Riak's PB protocol (`pb://HOST:PORT`, the default), on
+pipelined connections (client/pb_transport.py), or over the HTTP API (`http://`), on
+an aiohttp ClientSession (connection pooling, keep-alive).
 
-    async with AsyncClient("http://127.0.0.1:8098") as client:
+    async with AsyncClient("pb://127.0.0.1:8087") as client:
         obj = await client.get("users", "alice")
         await client.put("users", "alice", b"new", context=obj.context)
 
-It runs the same sans-I/O operations as the blocking Client (client/protocol.py).
+Any number of tasks may share one AsyncClient. It runs the same sans-I/O operations
+as the blocking Client (client/protocol.py, client/pb_protocol.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -17,21 +20,29 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
-from dynakv.client import protocol
+from dynakv.client import pb_protocol, protocol
 from dynakv.client.model import ConnectionFailed, Object
-from dynakv.client.protocol import DEFAULT_TYPE, Call, NewContent, Operation, Reply, Resolver
+from dynakv.client.pb_protocol import PbCall, PbReply
+from dynakv.client.pb_transport import AsyncPbPool, pb_address
+from dynakv.client.protocol import DEFAULT_TYPE, Call, NewContent, Operations, Reply, Resolver
 from dynakv.client.sync import DEFAULT_URL, Quorum
 
 T = TypeVar("T")
 
 
 class AsyncClient:
-    """An asyncio client of one dynakv (or Riak) node's HTTP API."""
+    """An asyncio client of one dynakv (or Riak) node: PB (pb://) or HTTP (http://).
+    Over PB it keeps up to `connections` pipelined connections."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, timeout_s: float = 60.0) -> None:
+    def __init__(self, url: str = DEFAULT_URL, *, timeout_s: float = 60.0,
+                 connections: int = 4) -> None:
+        address = pb_address(url)
+        self._ops: Operations = pb_protocol if address else protocol
+        self._pool = (AsyncPbPool(url, *address, max(1, connections), timeout_s)
+                      if address else None)
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"expected an http:// or https:// URL, not {url!r}")
+        if address is None and (parts.scheme not in ("http", "https") or not parts.hostname):
+            raise ValueError(f"expected a pb://, http:// or https:// URL, not {url!r}")
         self.url = url
         self._base = url.rstrip("/")
         self._timeout_s = timeout_s
@@ -45,6 +56,8 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -58,7 +71,7 @@ class AsyncClient:
         """The key's siblings and context; `exists` is False if it is not found."""
         params = {"r": r, "pr": pr, "notfound_ok": notfound_ok,
                   "basic_quorum": basic_quorum, "timeout": timeout_ms}
-        return await self._run(protocol.get(bucket_type, bucket, key, params))
+        return await self._run(self._ops.get(bucket_type, bucket, key, params))
 
     async def put(self, bucket: str, key: str, value: bytes | str, *,
                   bucket_type: str = DEFAULT_TYPE, context: bytes | None = None,
@@ -70,54 +83,54 @@ class AsyncClient:
         params = {"w": w, "dw": dw, "pw": pw, "returnbody": return_body or None,
                   "timeout": timeout_ms}
         content = NewContent(value, content_type, usermeta)
-        return await self._run(protocol.put(bucket_type, bucket, key, content, context, params))
+        return await self._run(self._ops.put(bucket_type, bucket, key, content, context, params))
 
     async def delete(self, bucket: str, key: str, *, bucket_type: str = DEFAULT_TYPE,
                      context: bytes | None = None, rw: Quorum | None = None,
                      w: Quorum | None = None, dw: Quorum | None = None,
                      pw: Quorum | None = None, timeout_ms: int | None = None) -> None:
         params = {"rw": rw, "w": w, "dw": dw, "pw": pw, "timeout": timeout_ms}
-        await self._run(protocol.delete(bucket_type, bucket, key, context, params))
+        await self._run(self._ops.delete(bucket_type, bucket, key, context, params))
 
     async def resolve(self, bucket: str, key: str, resolver: Resolver, *,
                       bucket_type: str = DEFAULT_TYPE, content_type: str | None = None
                       ) -> Object:
         """Read; if there are siblings, store resolver(siblings) with the read's context
         and return the object as stored."""
-        operation = protocol.resolve(bucket_type, bucket, key, resolver, content_type, {})
+        operation = self._ops.resolve(bucket_type, bucket, key, resolver, content_type, {})
         return await self._run(operation)
 
     # --- buckets and the node --------------------------------------------------------
 
     async def get_bucket_props(self, bucket: str, *, bucket_type: str = DEFAULT_TYPE
                                ) -> dict[str, Any]:
-        return await self._run(protocol.get_bucket_props(bucket_type, bucket))
+        return await self._run(self._ops.get_bucket_props(bucket_type, bucket))
 
     async def set_bucket_props(self, bucket: str, props: Mapping[str, Any], *,
                                bucket_type: str = DEFAULT_TYPE) -> None:
-        await self._run(protocol.set_bucket_props(bucket_type, bucket, props))
+        await self._run(self._ops.set_bucket_props(bucket_type, bucket, props))
 
     async def reset_bucket_props(self, bucket: str, *, bucket_type: str = DEFAULT_TYPE
                                  ) -> None:
-        await self._run(protocol.reset_bucket_props(bucket_type, bucket))
+        await self._run(self._ops.reset_bucket_props(bucket_type, bucket))
 
     async def list_keys(self, bucket: str, *, bucket_type: str = DEFAULT_TYPE,
                         timeout_ms: int | None = None) -> list[str]:
-        return await self._run(protocol.list_keys(bucket_type, bucket, timeout_ms))
+        return await self._run(self._ops.list_keys(bucket_type, bucket, timeout_ms))
 
     async def list_buckets(self, *, bucket_type: str = DEFAULT_TYPE,
                            timeout_ms: int | None = None) -> list[str]:
-        return await self._run(protocol.list_buckets(bucket_type, timeout_ms))
+        return await self._run(self._ops.list_buckets(bucket_type, timeout_ms))
 
     async def ping(self) -> bool:
-        return await self._run(protocol.ping())
+        return await self._run(self._ops.ping())
 
     async def stats(self) -> dict[str, Any]:
-        return await self._run(protocol.stats())
+        return await self._run(self._ops.stats())
 
     # --- transport --------------------------------------------------------------------
 
-    async def _run(self, operation: Operation[T]) -> T:
+    async def _run(self, operation: Generator[Any, Any, T]) -> T:
         try:
             call = next(operation)
             while True:
@@ -128,7 +141,10 @@ class AsyncClient:
         finally:
             operation.close()
 
-    async def _send(self, call: Call) -> Reply:
+    async def _send(self, call: Call | PbCall) -> Reply | PbReply:
+        if isinstance(call, PbCall):
+            assert self._pool is not None
+            return await self._pool.request(call)
         url = URL(self._base + call.path, encoded=True)
         body = call.body if call.body or call.method in ("PUT", "POST") else None
         try:

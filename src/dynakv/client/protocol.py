@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.message import Message
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, unquote_plus, urlencode
 
 from dynakv.client.model import (
@@ -370,7 +370,34 @@ def stats() -> Operation[JSON]:
     return document
 
 
-def drive(operation: Operation[T], send: Callable[[Call], Reply]) -> T:
+class Operations(Protocol):
+    """The operations of a wire protocol: this module (HTTP) and client/pb_protocol.py
+    (PB) both provide them, with the same arguments and results."""
+
+    def get(self, bucket_type: str, bucket: str, key: str, params: Mapping[str, QueryValue]
+            ) -> Generator[Any, Any, Object]: ...
+    def put(self, bucket_type: str, bucket: str, key: str, content: NewContent,
+            context: bytes | None, params: Mapping[str, QueryValue]
+            ) -> Generator[Any, Any, Object | None]: ...
+    def delete(self, bucket_type: str, bucket: str, key: str, context: bytes | None,
+               params: Mapping[str, QueryValue]) -> Generator[Any, Any, None]: ...
+    def resolve(self, bucket_type: str, bucket: str, key: str, resolver: Resolver,
+                content_type: str | None, params: Mapping[str, QueryValue]
+                ) -> Generator[Any, Any, Object]: ...
+    def get_bucket_props(self, bucket_type: str, bucket: str) -> Generator[Any, Any, JSON]: ...
+    def set_bucket_props(self, bucket_type: str, bucket: str, props: Mapping[str, Any]
+                         ) -> Generator[Any, Any, None]: ...
+    def reset_bucket_props(self, bucket_type: str, bucket: str
+                           ) -> Generator[Any, Any, None]: ...
+    def list_keys(self, bucket_type: str, bucket: str, timeout_ms: int | None
+                  ) -> Generator[Any, Any, list[str]]: ...
+    def list_buckets(self, bucket_type: str, timeout_ms: int | None
+                     ) -> Generator[Any, Any, list[str]]: ...
+    def ping(self) -> Generator[Any, Any, bool]: ...
+    def stats(self) -> Generator[Any, Any, JSON]: ...
+
+
+def drive(operation: Generator[Any, Any, T], send: Callable[[Any], Any]) -> T:
     """Run an operation to its result, carrying its calls with `send` (blocking)."""
     try:
         call = next(operation)

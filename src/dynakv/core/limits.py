@@ -25,6 +25,14 @@ SIBLINGS_PER_KEY_MAX = 100
 # One internode frame carries at most one object with all its siblings, plus
 # headers: bounded by the value and sibling limits, with room for a batch.
 FRAME_SIZE_MAX_BYTES = 64 * 1024 * 1024
+# One frame of the PB client API (net/pb_api.py): a put carries one value and its
+# metadata, so the value bound plus room for metadata and names. A longer length
+# is refused before anything is buffered, and the connection closed.
+PB_FRAME_SIZE_MAX_BYTES = VALUE_SIZE_MAX_BYTES + 1024 * 1024
+# Requests one PB connection may have in flight (pipelined); past it the node stops
+# reading that connection until replies go out. Bounds one client's share of memory
+# (this many replies held for in-order delivery) while keeping pipelines full.
+PB_REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX = 128
 # Client requests a node coordinates at once; past it, 503 Busy.
 REQUESTS_IN_FLIGHT_MAX = 10_000
 # Messages queued for one peer that is not draining them; past it, new ones are

@@ -23,27 +23,33 @@ import json
 import logging
 import re
 import secrets
-import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from multidict import CIMultiDict
 
-from dynakv import __version__
 from dynakv.core import api, limits
 from dynakv.core.buckets import Quorum, parse_bool, parse_quorum
 from dynakv.core.errors import ClientError, DynakvError, ErrorKind
+from dynakv.net.frontend import (
+    STATUS_BY_KIND,
+    check_timeout_ms,
+    current_object,
+    expect,
+    normalize_indexes,
+    stats_document,
+    timed_request,
+)
 from dynakv.net.service import NodeService
 from dynakv.net.stats import Operation, RequestStats
 
 log = logging.getLogger("dynakv.http")
 
-RIAK_KV_VERSION = "2.9.10"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MULTIPART_MIXED = "multipart/mixed"
 META_PREFIX = "x-riak-meta-"
@@ -52,18 +58,6 @@ CONDITIONAL_HEADERS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unm
 
 SERVICE: web.AppKey[NodeService] = web.AppKey("dynakv_service")
 REQUEST_STATS: web.AppKey[RequestStats] = web.AppKey("dynakv_request_stats")
-
-STATUS_BY_KIND: dict[ErrorKind, int] = {
-    ErrorKind.BAD_REQUEST: 400,
-    ErrorKind.NOT_FOUND: 404,
-    ErrorKind.CONFLICT: 409,
-    ErrorKind.PRECONDITION_FAILED: 412,
-    ErrorKind.TOO_LARGE: 413,
-    ErrorKind.UNAVAILABLE: 503,
-    ErrorKind.TIMEOUT: 503,
-    ErrorKind.BUSY: 503,
-    ErrorKind.STORAGE_FULL: 503,
-}
 
 # What `GET /` lists, as Riak 2.9 does; clients (riak-python-client) read it to
 # find the resources, riak_kv_wm_bucket_type to know that /types/ paths work.
@@ -87,11 +81,10 @@ LINK_URL = re.compile(
     r"^/(?:(?:types/[^/]+/)?buckets/([^/]+)/keys/([^/]+)|riak/([^/]+)/([^/]+))/?$"
 )
 
-R = TypeVar("R")
 
-
-def make_app(service: NodeService) -> web.Application:
-    """The aiohttp application serving the HTTP API of `service`."""
+def make_app(service: NodeService, stats: RequestStats | None = None) -> web.Application:
+    """The aiohttp application serving the HTTP API of `service` (counting requests in
+    `stats`, which the node's other front ends may share)."""
     app = web.Application(
         client_max_size=limits.VALUE_SIZE_MAX_BYTES,
         middlewares=[error_middleware],
@@ -99,7 +92,7 @@ def make_app(service: NodeService) -> web.Application:
         handler_args={"auto_decompress": False},
     )
     app[SERVICE] = service
-    app[REQUEST_STATS] = RequestStats()
+    app[REQUEST_STATS] = stats if stats is not None else RequestStats()
     add_routes(app.router)
     return app
 
@@ -162,15 +155,6 @@ def error_reply(kind: ErrorKind, message: str) -> web.Response:
     return text_reply(STATUS_BY_KIND[kind], message)
 
 
-def expect(response: api.Response, expected: type[R]) -> R:
-    """`response` if it is of the expected type; an ErrorResponse is raised as its error."""
-    if isinstance(response, api.ErrorResponse):
-        raise DynakvError(response.message, response.kind)
-    if isinstance(response, expected):
-        return response
-    raise TypeError(f"the node answered {type(response).__name__}, not {expected.__name__}")
-
-
 # --- requests in --------------------------------------------------------------------
 
 
@@ -222,14 +206,7 @@ def query_flag(query: Mapping[str, str], name: str) -> bool | None:
 
 def query_timeout(query: Mapping[str, str]) -> int | None:
     value = query.get("timeout")
-    if value is None:
-        return None
-    text = value.strip()
-    if not text.isdigit() or not 1 <= int(text) <= limits.REQUEST_TIMEOUT_MAX_MS:
-        raise ClientError(
-            f"timeout={value!r}: expected milliseconds, from 1 to {limits.REQUEST_TIMEOUT_MAX_MS}"
-        )
-    return int(text)
+    return None if value is None else check_timeout_ms(value)
 
 
 def request_context(request: web.Request) -> bytes:
@@ -267,23 +244,11 @@ def parse_usermeta(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str],
 
 def parse_indexes(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     """X-Riak-Index-field_bin / _int headers, comma-separated terms; sorted, unique."""
-    entries: set[tuple[str, str]] = set()
-    for name, value in headers:
-        lower = name.lower()
-        if not lower.startswith(INDEX_PREFIX):
-            continue
-        field = lower[len(INDEX_PREFIX):]
-        if len(field) <= 4 or not field.endswith(("_bin", "_int")):
-            raise ClientError(f"index field {field!r} must end with _bin or _int")
-        for term in (part.strip() for part in value.split(",")):
-            if term and field.endswith("_int"):
-                try:
-                    term = str(int(term))
-                except ValueError:
-                    raise ClientError(f"index {field}: {term!r} is not an integer") from None
-            if term:
-                entries.add((field, term))
-    return tuple(sorted(entries))
+    return normalize_indexes(
+        (name[len(INDEX_PREFIX):], term)
+        for name, value in headers if name.lower().startswith(INDEX_PREFIX)
+        for term in value.split(",")
+    )
 
 
 def parse_links(values: Iterable[str]) -> tuple[tuple[str, str, str], ...]:
@@ -494,10 +459,7 @@ def service_of(request: web.Request) -> NodeService:
 async def timed_call(request: web.Request, operation: Operation, call: api.Request
                      ) -> api.Response:
     """Run `call` through the node, counting it and its latency for /stats."""
-    started = time.perf_counter_ns()
-    response = await service_of(request).request(call)
-    request.app[REQUEST_STATS].record(operation, (time.perf_counter_ns() - started) // 1000)
-    return response
+    return await timed_request(service_of(request), request.app[REQUEST_STATS], operation, call)
 
 
 async def get_object(request: web.Request) -> web.Response:
@@ -571,8 +533,7 @@ async def check_preconditions(request: web.Request, put: api.PutRequest) -> None
     Like Riak's, this is not atomic: two such writes may both pass."""
     if not any(name in request.headers for name in CONDITIONAL_HEADERS):
         return
-    get = api.GetRequest(put.bucket_type, put.bucket, put.key, timeout_ms=put.timeout_ms)
-    current = expect(await service_of(request).request(get), api.ObjectResponse)
+    current = await current_object(service_of(request), put)
     failed = failed_precondition(request.headers, current.siblings)
     if failed is not None:
         raise ClientError(f"precondition failed: {failed}", ErrorKind.PRECONDITION_FAILED)
@@ -750,16 +711,7 @@ async def ping(request: web.Request) -> web.Response:
 
 
 async def get_stats(request: web.Request) -> web.Response:
-    service = service_of(request)
-    stats = dict(service.node_stats())
-    stats.update(request.app[REQUEST_STATS].to_json())
-    stats["nodename"] = service.name
-    if "ring_size" in stats:
-        stats["ring_num_partitions"] = stats["ring_size"]
-    stats["riak_kv_version"] = RIAK_KV_VERSION
-    stats["sys_driver_version"] = "dynakv"
-    stats["dynakv_version"] = __version__
-    return json_reply(stats)
+    return json_reply(stats_document(service_of(request), request.app[REQUEST_STATS]))
 
 
 async def get_resources(request: web.Request) -> web.Response:

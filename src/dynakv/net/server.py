@@ -1,4 +1,4 @@
-"""One dynakv node process: data directory, storage, core, transport and HTTP API.
+"""One dynakv node process: data directory, storage, core, transport, HTTP and PB APIs.
 
 `run_node(options)` runs until SIGTERM or SIGINT, then stops taking requests,
 drains the ones in flight, makes every queued write durable and exits.
@@ -23,7 +23,9 @@ from dynakv.core.claim import Member, claim
 from dynakv.core.node import Node
 from dynakv.core.ring import Ring
 from dynakv.net.http_api import make_app
+from dynakv.net.pb_api import PbServer
 from dynakv.net.runtime import Runtime, wall_clock_ms
+from dynakv.net.stats import RequestStats
 from dynakv.net.transport import Handshake, Transport
 from dynakv.storage.datadir import load_ring, open_identity, save_ring
 from dynakv.storage.lmdb_engine import LmdbStorage
@@ -119,17 +121,21 @@ async def serve(options: NodeOptions) -> None:
     runtime.transport = transport
     runtime.start()
     await transport.start(*options.internode)
-    app = make_app(runtime)
+    stats = RequestStats()  # shared by both front ends, reported by GET /stats
+    app = make_app(runtime, stats)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, options.http[0], options.http[1], reuse_address=True)
     await site.start()
+    pb_server = PbServer(runtime, stats)
     if options.pb is not None:
-        log.warning("the binary protocol is not served yet; --pb %s:%d is ignored", *options.pb)
+        await pb_server.start(*options.pb)
     pid_file = options.data / "node.pid"
     pid_file.write_text(f"{os.getpid()}\n")
-    log.info("node %s (server id %s) serving HTTP on %s:%d, internode on %s:%d, ring of %d",
-             options.name, identity.server_id, *options.http, *options.internode, ring.size)
+    log.info("node %s (server id %s) serving HTTP on %s:%d, PB on %s, internode on %s:%d, "
+             "ring of %d", options.name, identity.server_id, *options.http,
+             "{}:{}".format(*options.pb) if options.pb else "(off)", *options.internode,
+             ring.size)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -138,8 +144,10 @@ async def serve(options: NodeOptions) -> None:
         await stop.wait()
         log.info("stopping: draining %d request(s) in flight", runtime.in_flight())
         await site.stop()
+        pb_server.stop_listening()
         await runtime.drain(DRAIN_TIMEOUT_S)
     finally:
+        await pb_server.close()
         await runner.cleanup()
         await transport.close()
         await runtime.close()
