@@ -4,6 +4,7 @@
     dynakv dev [--nodes 3]     a local cluster in the foreground
     dynakv get|put|delete ...  quick key/value use ($DYNAKV_URL or --url)
     dynakv admin status|local-get --node URL [--json]
+    dynakv bench --url URL --workload A|B|C|W   load, latency percentiles, siblings
 """
 
 from __future__ import annotations
@@ -372,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_dev_parser(commands)
     add_kv_parsers(commands)
     add_admin_parser(commands)
+    from dynakv.bench.command import add_bench_parser
+
+    add_bench_parser(commands)
     return parser
 
 
