@@ -33,3 +33,8 @@ proto: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# The benchmark (bench/run.py; docs/performance.md): e.g. make bench BENCH_ARGS="--runs 1"
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
