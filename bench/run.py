@@ -157,7 +157,9 @@ def markdown(summary: dict[str, Any]) -> str:
         f"{summary['settings']['keys']} records of {summary['settings']['value_size']} bytes, "
         f"{summary['settings']['distribution']} keys; {summary['started']}, load average "
         f"{summary['load_average']['before']} before and {summary['load_average']['after']} "
-        "after.",
+        f"after; CPU pressure (share of time some task waited for a CPU, PSI avg60) "
+        f"{summary['cpu_pressure_avg60_percent']['before']}% before and "
+        f"{summary['cpu_pressure_avg60_percent']['after']}% after.",
         "",
         "Throughput in operations per second (an update is a read then a write), then "
         "p50 / p99 / p99.9 latency in ms:",
@@ -244,11 +246,22 @@ def plot(reports: list[dict[str, Any]], summary: dict[str, Any], path: Path) -> 
     plt.close(figure)
 
 
+def cpu_pressure() -> float | None:
+    """Share of the last 60 s in which some runnable task waited for a CPU (Linux PSI)."""
+    try:
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    fields = dict(item.split("=") for item in line.split()[1:])
+    return float(fields["avg60"])
+
+
 def main() -> int:
     args = parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     before = [round(x, 2) for x in os.getloadavg()]
+    pressure_before = cpu_pressure()
     print(f"bench/run.py: {', '.join(args.targets)}; workloads {', '.join(args.workloads)}, "
           f"{args.runs} runs of {args.duration} s; load average {before}", flush=True)
     reports: list[dict[str, Any]] = []
@@ -266,6 +279,8 @@ def main() -> int:
     summary = {"started": started, "settings": settings,
                "load_average": {"before": before,
                                 "after": [round(x, 2) for x in os.getloadavg()]},
+               "cpu_pressure_avg60_percent": {"before": pressure_before,
+                                              "after": cpu_pressure()},
                "cpus": os.cpu_count(), "medians": table,
                "ratios": ratios(table, args.workloads), "skipped": skipped}
     stamp = time.strftime("%Y%m%d-%H%M%S")
