@@ -299,16 +299,19 @@ class Node:
 
     def _scan(self, partition: int, start: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         """Storage scan with this node's own pending writes laid over it."""
-        stored = self.storage.scan(partition, start, limit)
         pending = {
             key: value
             for (p, key), (_, value) in self._pending.items()
             if p == partition and key >= start
         }
         if not pending:
-            return stored
+            return self.storage.scan(partition, start, limit)
+        # Pending deletes may hide stored keys: read that many more, so that a full
+        # page still has `limit` keys up to its bound once they are taken out.
+        wanted = limit + sum(1 for value in pending.values() if value is None)
+        stored = self.storage.scan(partition, start, wanted)
         merged = {key: value for key, value in stored}
-        bound = stored[-1][0] if len(stored) >= limit else None
+        bound = stored[-1][0] if len(stored) >= wanted else None
         for key, value in pending.items():
             if bound is not None and key > bound:
                 continue
