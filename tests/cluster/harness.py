@@ -169,3 +169,29 @@ class ProcessCluster:
                 except subprocess.TimeoutExpired:
                     os.kill(node.process.pid, signal.SIGKILL)
                     node.process.wait(timeout=5)
+
+    # --- additions for the join/leave and failure-detection test (test_scaling.py) ---
+
+    def send_signal(self, index: int, signum: int) -> None:
+        """Send a signal and return at once (SIGSTOP, SIGCONT: the process lives on)."""
+        node = self.nodes[index]
+        assert node.process is not None
+        node.process.send_signal(signum)
+
+    def status(self, index: int, timeout: float = 5) -> dict[str, Any]:
+        """GET /admin/status of one node."""
+        reply = http("GET", self.url(index) + "/admin/status", timeout=timeout)
+        result: dict[str, Any] = reply.json()
+        return result
+
+    def up_view(self, index: int) -> dict[str, bool]:
+        """This node's view of who is up: member name -> up (from /admin/status)."""
+        return {member["name"]: bool(member["up"]) for member in self.status(index)["members"]}
+
+
+def dynakv_cli(*args: str, timeout: float = 60) -> str:
+    """Run `dynakv ARGS` (as an operator would) and return its standard output."""
+    result = subprocess.run([sys.executable, "-m", "dynakv", *args],
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"dynakv {' '.join(args)}: {result.stdout}{result.stderr}"
+    return result.stdout
