@@ -9,7 +9,7 @@ from dynakv.config import Config
 from dynakv.core import api, limits
 from dynakv.core import messages as m
 from dynakv.core.errors import ErrorKind
-from dynakv.core.hints import HINTS_PARTITION
+from dynakv.core.hints import HANDOFF_BACKOFF_MIN_MS, HINTS_PARTITION, HintLedger
 from dynakv.core.ring import Ring, preference_list
 from tests.core.instant import InstantCluster
 
@@ -146,3 +146,23 @@ def test_a_silent_peer_is_marked_down_by_probes_and_up_when_heard() -> None:
     cluster.drop.clear()
     cluster.advance(200)
     assert not cluster.nodes["a"].down and not cluster.nodes["b"].down
+
+
+def test_a_failed_round_backs_off_once_and_an_owner_coming_up_clears_it() -> None:
+    """Every delivery of a failed batch fails together: one backoff step per round, not
+    per delivery; and the owner coming back up forgets the backoff."""
+    ledger = HintLedger()
+    for _ in range(100):
+        ledger.add("n2")
+    ledger.round_started("n2")
+    for _ in range(100):  # the whole batch times out
+        ledger.failed("n2", now_ms=1_000)
+    assert ledger.backoff_ms["n2"] == HANDOFF_BACKOFF_MIN_MS
+    assert not ledger.due("n2", 1_000 + HANDOFF_BACKOFF_MIN_MS - 1)
+    assert ledger.due("n2", 1_000 + HANDOFF_BACKOFF_MIN_MS)
+    ledger.round_started("n2")
+    ledger.failed("n2", now_ms=2_000)
+    ledger.failed("n2", now_ms=2_000)
+    assert ledger.backoff_ms["n2"] == 2 * HANDOFF_BACKOFF_MIN_MS
+    ledger.peer_up("n2")
+    assert ledger.due("n2", 2_001)

@@ -40,6 +40,10 @@ class Exchange:
     depth: int = 0
     keys: list[bytes] = field(default_factory=list)  # differing keys left to repair
     segments: list[int] = field(default_factory=list)  # differing segments left to fetch
+    # What the last request asked for: ("level", indexes at `depth`), ("segments",
+    # segment numbers) or ("repair", keys). A reply that does not answer it (a late
+    # reply to another request, a confused peer) fails the exchange.
+    asked: tuple[str, frozenset[int] | frozenset[bytes]] = ("level", frozenset({0}))
     keys_repaired: int = 0
     bytes_received: int = 0
 

@@ -12,7 +12,11 @@ Delivery: when the owner is up again, the fallback sends each hinted object to i
 interval), and removes a hint only after the owner has acknowledged the object,
 and only if the object did not change meanwhile (else it is delivered again).
 Once no hint names the key, a fallback that is not a primary owner drops its copy.
-Failed deliveries back off exponentially, up to HANDOFF_BACKOFF_MAX_MS.
+A round (one batch to one target) that fails backs off exponentially, up to
+HANDOFF_BACKOFF_MAX_MS: the backoff doubles once per failed round, however many
+deliveries of the round failed with it (they usually fail together, when the owner
+goes down or the batch times out). When the detector sees the owner come back up,
+its backoff is cleared, so a returning owner gets its hints on the next round.
 
 Bound: at most limits.HINTS_PER_TARGET_MAX hints per target. Past it, the fallback
 refuses to stand in for that target (the replica write fails, so it does not
@@ -52,6 +56,7 @@ class HintLedger:
     next_attempt_ms: dict[str, int] = field(default_factory=dict)
     backoff_ms: dict[str, int] = field(default_factory=dict)
     in_flight: dict[str, int] = field(default_factory=dict)  # target -> deliveries in flight
+    round_failed: set[str] = field(default_factory=set)  # targets whose current round failed
 
     def add(self, target: str) -> None:
         self.counts[target] = self.counts.get(target, 0) + 1
@@ -67,10 +72,22 @@ class HintLedger:
         return (self.counts.get(target, 0) > 0 and not self.in_flight.get(target)
                 and now_ms >= self.next_attempt_ms.get(target, 0))
 
+    def round_started(self, target: str) -> None:
+        self.round_failed.discard(target)
+
     def succeeded(self, target: str) -> None:
         self.backoff_ms.pop(target, None)
 
+    def peer_up(self, target: str) -> None:
+        """The owner is reachable again: forget the backoff of its failed rounds."""
+        self.backoff_ms.pop(target, None)
+        self.next_attempt_ms.pop(target, None)
+
     def failed(self, target: str, now_ms: int) -> None:
+        """A delivery to `target` failed: back off, once per round."""
+        if target in self.round_failed:
+            return
+        self.round_failed.add(target)
         backoff = min(HANDOFF_BACKOFF_MAX_MS,
                       max(HANDOFF_BACKOFF_MIN_MS, 2 * self.backoff_ms.get(target, 0)))
         self.backoff_ms[target] = backoff

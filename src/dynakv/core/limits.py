@@ -78,3 +78,7 @@ AE_SEGMENTS_PER_MESSAGE = 64
 AE_REPAIR_KEYS_PER_MESSAGE = 100
 # Keys hashed per build step: one LMDB page scan, a few milliseconds of CPU.
 AE_BUILD_PAGE_KEYS = 1_000
+# Tombstone reaps (core/tombstones.py) one node runs at once. Each asks every member
+# for a vote (one small message per member); 16 at once reaps a backlog of deletes
+# at tens per second without a burst of votes crowding client requests.
+REAPS_IN_FLIGHT_MAX = 16

@@ -63,10 +63,14 @@ from dynakv.core.ring import (
 from dynakv.core.storage import META_PARTITION, Storage, Write
 from dynakv.core.tombstones import (
     REAP_PAGE_KEYS,
+    REAPED_PARTITION,
     TOMBSTONES_PARTITION,
     Reaper,
     ReapState,
+    decode_reaped,
+    encode_reaped,
     parse_tombstone_row,
+    reaped_memory_ms,
     tombstone_row,
 )
 
@@ -186,7 +190,9 @@ class Node:
         self._requests: dict[int, RequestState] = {}
         self._client_streams: dict[int, int] = {}  # client id -> listing request id
         self._deadlines: list[tuple[int, int]] = []
-        self._next_request_id = 1
+        # Random, so that a late reply to a request of this node's previous life
+        # (before a restart) is never taken for the reply to a new request.
+        self._next_request_id = rng.getrandbits(62) | 1
         self._bucket_props: dict[tuple[str, str], tuple[BucketProps, tuple[int, str]]] = {}
         self._load_bucket_props()
         self._load_hints()
@@ -248,7 +254,8 @@ class Node:
             deadlines.append(self._next_handoff_ms)
         if self.transfers or self._transfer_candidates or self._transfer_scan_needed:
             deadlines.append(self._next_transfer_ms)
-        deadlines.append(self.reaper.next_reap_ms)
+        if len(self.reaper.reaping) < limits.REAPS_IN_FLIGHT_MAX:
+            deadlines.append(self.reaper.next_reap_ms)  # else a reap's end wakes it
         if self.peers:
             deadlines.append(self._next_gossip_ms)
         if self.config.anti_entropy_enabled:
@@ -896,6 +903,7 @@ class Node:
         for (bucket_type, bucket), (_props, version) in sorted(self._bucket_props.items()):
             stored = self._stored_props_json(bucket_type, bucket)
             self._send(node, m.BucketPropsUpdate(bucket_type, bucket, stored or None, version))
+        self.hints.peer_up(node)
         self._next_handoff_ms = min(self._next_handoff_ms, self.now_ms)
 
     def _peer_went_down(self, node: str) -> None:
@@ -967,7 +975,7 @@ class Node:
                 self._exchange_done(request_id, state, failed=True)
                 return
             case ReapState():
-                self.reaper.in_flight = False
+                self.reaper.reaping.discard((state.partition, state.key))
                 self.reaper.refused += 1
         if isinstance(state, GetState):
             self._read_repair(state)
@@ -1202,10 +1210,7 @@ class Node:
         Returns an error text, empty on success."""
         if hint_for and not self._add_hint(hint_for, partition, key):
             return f"fallback {self.name} holds the maximum of hints for {hint_for}"
-        local = self.read_object(partition, key)
-        merged = obj if local is None else dvvset.sync(local, obj)
-        if merged != local:
-            self._store_object(partition, key, merged)
+        self._merge_object(partition, key, obj)
         return ""
 
     def _load_hints(self) -> None:
@@ -1246,6 +1251,7 @@ class Node:
             if not self.detector.is_up(target) or not self.hints.due(target, self.now_ms):
                 continue
             prefix = target_prefix(target)
+            self.hints.round_started(target)
             for row, _ in self._scan(HINTS_PARTITION, prefix, HANDOFF_BATCH_MAX):
                 if not row.startswith(prefix):
                     break
@@ -1368,19 +1374,36 @@ class Node:
 
     def _merge_object(self, partition: int, key: bytes, obj: api.Object | None
                       ) -> api.Object | None:
-        """Merge a peer's version into this replica; the merged version."""
+        """Merge a peer's version into this replica; the merged version. A key reaped
+        a moment ago merges with its remembered tombstone (core/tombstones.py): a
+        version the tombstone covers is dropped, not stored."""
         local = self.read_object(partition, key)
         if obj is None:
             return local
-        merged = obj if local is None else dvvset.sync(local, obj)
+        base = local if local is not None else self._reaped_tombstone(partition, key)
+        merged = obj if base is None else dvvset.sync(base, obj)
+        if local is None and merged == base:
+            return None  # an old version of a key reaped since
         if merged != local:
             self._store_object(partition, key, merged)
         return merged
+
+    def _reaped_tombstone(self, partition: int, key: bytes) -> api.Object | None:
+        raw = self._read(REAPED_PARTITION, tombstone_row(partition, key))
+        if raw is None:
+            return None
+        reaped_at_ms, data = decode_reaped(raw)
+        if self.now_ms - reaped_at_ms > reaped_memory_ms(self.config.request_timeout_ms):
+            return None
+        return m.decode_object(data)
 
     def _on_exchange_reply(
         self, request_id: int, ex: Exchange,
         message: m.AeLevelReply | m.AeSegmentsReply | m.AeRepairReply,
     ) -> None:
+        if not _answers(ex.asked, message):
+            self._exchange_done(request_id, ex, failed=True)
+            return
         match message:
             case m.AeLevelReply(_, hashes, ready):
                 if not ready:
@@ -1397,6 +1420,7 @@ class Node:
                         child for index in differing
                         for child in ex.tree.children(ex.depth, index)))
                     ex.depth += 1
+                    ex.asked = ("level", frozenset(children))
                     self._send(ex.partner, m.AeLevel(request_id, ex.partition, ex.depth,
                                                      children, ex.tree.shape))
                 else:
@@ -1422,11 +1446,13 @@ class Node:
         if ex.segments:
             chunk = tuple(ex.segments[:limits.AE_SEGMENTS_PER_MESSAGE])
             del ex.segments[:limits.AE_SEGMENTS_PER_MESSAGE]
+            ex.asked = ("segments", frozenset(chunk))
             self._send(ex.partner, m.AeSegments(request_id, ex.partition, chunk))
         elif ex.keys:
             batch = ex.keys[:limits.AE_REPAIR_KEYS_PER_MESSAGE]
             del ex.keys[:limits.AE_REPAIR_KEYS_PER_MESSAGE]
             objects = tuple((key, self.read_object(ex.partition, key)) for key in batch)
+            ex.asked = ("repair", frozenset(batch))
             self._send(ex.partner, m.AeRepair(request_id, ex.partition, objects))
         else:
             self._exchange_done(request_id, ex, failed=False)
@@ -1453,15 +1479,20 @@ class Node:
                    for peer in self.peers)
 
     def _reap(self) -> None:
-        """Look at a page of tombstones; start reaping the first one that qualifies."""
-        if self.now_ms < self.reaper.next_reap_ms or self.reaper.in_flight:
+        """Walk the tombstones a page at a time, reaping those that qualify, at most
+        REAPS_IN_FLIGHT_MAX at once; rest for the reap interval after a full pass."""
+        if self.now_ms < self.reaper.next_reap_ms:
             return
-        self.reaper.next_reap_ms = self.now_ms + self.config.tombstone_reap_interval_ms
-        if self.detector.down_peers():
-            return  # every member must vote
+        if self.reaper.cursor == b"":
+            self._forget_reaped()
+        if self.detector.down_peers():  # every member must vote
+            self.reaper.next_reap_ms = self.now_ms + self.config.tombstone_reap_interval_ms
+            return
         page = self._scan(TOMBSTONES_PARTITION, self.reaper.cursor, REAP_PAGE_KEYS)
-        self.reaper.cursor = page[-1][0] + b"\x00" if len(page) == REAP_PAGE_KEYS else b""
         for row, written in page:
+            if len(self.reaper.reaping) >= limits.REAPS_IN_FLIGHT_MAX:
+                return  # go on from this row when a reap ends
+            self.reaper.cursor = row + b"\x00"
             partition, key = parse_tombstone_row(row)
             if self.now_ms - int.from_bytes(written, "big") < self.config.tombstone_grace_ms:
                 continue
@@ -1471,14 +1502,28 @@ class Node:
             if data is None:
                 self._write(TOMBSTONES_PARTITION, row, None)
                 continue
+            if (partition, key) in self.reaper.reaping:
+                continue
             state = ReapState(self.now_ms + self.config.request_timeout_ms, partition, key,
                               object_hash(data), set(self.peers))
             request_id = self._new_request(state)
-            self.reaper.in_flight = True
+            self.reaper.reaping.add((partition, key))
             for peer in self.peers:
                 self._send(peer, m.ReapCheck(request_id, partition, key, state.digest))
             self._check_reap(request_id, state)
-            return
+        if len(page) < REAP_PAGE_KEYS:  # a full pass: rest, then start over
+            self.reaper.cursor = b""
+            self.reaper.next_reap_ms = self.now_ms + self.config.tombstone_reap_interval_ms
+
+    def _forget_reaped(self) -> None:
+        """Drop remembered tombstones older than the memory (one page per pass)."""
+        memory_ms = reaped_memory_ms(self.config.request_timeout_ms)
+        page = self._scan(REAPED_PARTITION, self.reaper.reaped_cursor, REAP_PAGE_KEYS)
+        for row, raw in page:
+            if self.now_ms - decode_reaped(raw)[0] > memory_ms:
+                self._write(REAPED_PARTITION, row, None)
+        self.reaper.reaped_cursor = (page[-1][0] + b"\x00"
+                                     if len(page) == REAP_PAGE_KEYS else b"")
 
     def _reap_vote(self, partition: int, key: bytes, digest: bytes) -> bool:
         """Yes only if no hint names the key here, and a primary holds the identical
@@ -1494,7 +1539,7 @@ class Node:
         if state.waiting and not state.refused:
             return
         self._finish(request_id)
-        self.reaper.in_flight = False
+        self.reaper.reaping.discard((state.partition, state.key))
         if state.refused:
             self.reaper.refused += 1
             return
@@ -1508,6 +1553,8 @@ class Node:
         data = self._read(partition, key)
         if data is not None and object_hash(data) == digest:
             self._delete_local(partition, key)
+            self._write(REAPED_PARTITION, tombstone_row(partition, key),
+                        encode_reaped(self.now_ms, data))
             self.reaper.reaped += 1
 
     # --- status ---------------------------------------------------------------------
@@ -1553,3 +1600,16 @@ class Node:
             "pending_writes": len(self._pending),
             "counters": dict(sorted(self.stats.items())),
         }
+
+
+def _answers(asked: tuple[str, frozenset[int] | frozenset[bytes]],
+             reply: m.AeLevelReply | m.AeSegmentsReply | m.AeRepairReply) -> bool:
+    """Does an exchange reply answer the request the exchange last sent?"""
+    kind, items = asked
+    match reply:
+        case m.AeLevelReply(_, hashes, _ready):
+            return kind == "level" and all(index in items for index, _ in hashes)
+        case m.AeSegmentsReply(_, segments, _ready):
+            return kind == "segments" and all(segment in items for segment, _ in segments)
+        case m.AeRepairReply(_, objects):
+            return kind == "repair" and all(key in items for key, _ in objects)

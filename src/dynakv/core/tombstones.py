@@ -19,6 +19,20 @@ Keeping tombstones forever costs disk, so a primary owner reaps one when it is s
 So a tombstone goes only when every replica holds it, no hint, fallback copy or
 handoff for it is pending, and the grace time has passed: anti-entropy and handoff
 cannot bring the deleted value back.
+
+Messages already on their way can: a get that read the old value before the delete
+sends its read repair when it ends (up to a request timeout later), and an
+anti-entropy repair or a replica write may be in flight. So a replica that reaps a
+key remembers the reaped tombstone for a while (REAPED_PARTITION: row -> when, and
+the tombstone; like Riak's delete_mode): until `reaped_memory_ms(config)` has passed,
+a version that arrives for the key is merged with the remembered tombstone as if it
+were still there, and dropped when the tombstone already covers it. A truly new
+write (a dot the tombstone has not seen) is stored as usual. The memory is three
+request timeouts: a request started before the reap ends within one.
+
+A node runs at most limits.REAPS_IN_FLIGHT_MAX reaps at once; while a page of
+tombstones has candidates it goes on at once, and it waits the reap interval only
+after a pass over all its tombstones.
 """
 
 from __future__ import annotations
@@ -26,7 +40,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 TOMBSTONES_PARTITION = -3
+REAPED_PARTITION = -4
 REAP_PAGE_KEYS = 100
+
+
+def reaped_memory_ms(request_timeout_ms: int) -> int:
+    """How long a replica remembers a tombstone it reaped (see the module docstring)."""
+    return 3 * request_timeout_ms
+
+
+def encode_reaped(reaped_at_ms: int, data: bytes) -> bytes:
+    return reaped_at_ms.to_bytes(8, "big") + data
+
+
+def decode_reaped(raw: bytes) -> tuple[int, bytes]:
+    return int.from_bytes(raw[:8], "big"), raw[8:]
 
 
 def tombstone_row(partition: int, key: bytes) -> bytes:
@@ -53,6 +81,7 @@ class ReapState:
 class Reaper:
     next_reap_ms: int = 0
     cursor: bytes = b""
-    in_flight: bool = False
+    reaped_cursor: bytes = b""
+    reaping: set[tuple[int, bytes]] = field(default_factory=set)  # (partition, key)
     reaped: int = 0
     refused: int = 0

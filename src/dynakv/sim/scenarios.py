@@ -53,21 +53,22 @@ still drives delays, client choices and node randomness:
   tombstones have a 300 ms grace. Anti-entropy, read repair and reaping all run:
   no deleted key comes back (checker 6), tombstones are reaped, and nothing returns
   after they are.
-- handoff-backoff (a core bug, known_core_bug): an owner returns, its fallbacks start
+- handoff-backoff (a core bug, fixed): an owner returns, its fallbacks start
   handing off a batch of hints, and it crashes again before acknowledging them; each
-  failed delivery of the batch doubles the target's backoff, so the hints wait
-  HANDOFF_BACKOFF_MAX_MS (30 s) after the owner is back instead of one backoff step.
-- reap-read-repair (a core bug, known_core_bug): a get reads the old value of a
-  deleted key from a replica that missed the delete and nothing from a wiped one,
-  while the third replica's reply is lost; within the get's timeout another get
-  read-repairs both with the tombstone and it is reaped; then the first get's read
-  repair writes the old value to the wiped replica, and anti-entropy spreads it
-  (checker 6).
-- request-id-reuse (a core bug, known_core_bug): a node restarts while a peer's
-  reply to one of its anti-entropy requests is on its way (a slow link); its new
-  exchange with that peer gets the same request id, takes the late reply for its
-  own, and MerkleTree.level raises out of Node.step (checker 5: the node crashed).
-- reaper-spin (a core bug, known_core_bug): with tombstone_reap_interval_ms below
+  failed delivery of the batch used to double the target's backoff, so the hints waited
+  HANDOFF_BACKOFF_MAX_MS (30 s) after the owner was back. Now a failed round backs off
+  once, and the owner coming back up clears the backoff.
+- reap-read-repair (a core bug, fixed by remembering reaped tombstones): a get reads
+  the old value of a deleted key from a replica that missed the delete and nothing
+  from a wiped one, while the third replica's reply is lost; within the get's timeout
+  another get read-repairs both with the tombstone and it is reaped; then the first
+  get's read repair used to write the old value to the wiped replica, and
+  anti-entropy spread it (checker 6).
+- request-id-reuse (a core bug, fixed: random request ids, replies checked): a node
+  restarts while a peer's reply to one of its anti-entropy requests is on its way (a
+  slow link); its new exchange with that peer used to get the same request id, take
+  the late reply for its own, and MerkleTree.level raised out of Node.step.
+- reaper-spin (a core bug, fixed): with tombstone_reap_interval_ms below
   request_timeout_ms, a reap that waits for a lost vote leaves the reaper's deadline
   in the past: the node asks to be woken at once, again and again (a busy loop), until
   the reap times out.
@@ -494,6 +495,7 @@ def _build_fallback_crash(options: SimOptions) -> tuple[Simulation, Verify]:
 HANDOFF_KEYS, HANDOFF_HOT_KEYS = 300, 5
 HANDOFF_OWNER_DOWN_MS, HANDOFF_RETURN_MS, HANDOFF_REJOIN_MS = 100, 1_500, 2_700
 HANDOFF_DURATION_MS = 3_300
+HANDOFF_SLOW_MS = 30
 
 
 @dataclass(slots=True)
@@ -518,6 +520,10 @@ def _build_owner_returns(options: SimOptions) -> tuple[Simulation, Verify]:
         FaultAction(HANDOFF_OWNER_DOWN_MS, "crash", node=owner),
         FaultAction(HANDOFF_RETURN_MS, "cut", links=links),
         FaultAction(HANDOFF_RETURN_MS, "restart", node=owner),
+        # A congested link between them: deliveries stay in flight long enough for the
+        # hot keys to change under them.
+        FaultAction(HANDOFF_RETURN_MS, "slow", links=((fallback, owner), (owner, fallback)),
+                    delay_ms=HANDOFF_SLOW_MS),
         FaultAction(HANDOFF_REJOIN_MS, "restore", links=links),
         FaultAction(HANDOFF_REJOIN_MS, "heal"),
     ]
@@ -913,13 +919,14 @@ class _Reuse:
 
 
 def _build_request_id_reuse(options: SimOptions) -> tuple[Simulation, Verify]:
-    """A node misses writes to its first partition, comes back, and starts its first
-    anti-entropy exchange (request id 1) with that partition's first other primary;
-    messages to it are slow (+60 ms, congested links). Once that exchange has gone
-    below the root, the node crashes and restarts: its first exchange, with the same
-    partner over the same partition, gets request id 1 again, and the partner's late
-    reply to the earlier one (indexes of depth 1) is taken for the reply to the new
-    one (depth 0)."""
+    """A node misses writes to its first partition, comes back, and starts an
+    anti-entropy exchange with that partition's first other primary; messages to it
+    are slow (+60 ms, congested links). Once that exchange has gone below the root,
+    the node crashes and restarts, and starts a new exchange with the same partner
+    over the same partition while the partner's late reply to the earlier one
+    (indexes of depth 1) is on its way. Request ids used to restart at 1, so the late
+    reply was taken for the new exchange's; now they start at random, and a reply
+    that does not answer what an exchange asked fails the exchange."""
     names = node_names(options.nodes)
     ring = make_ring(names, SIM_CONFIG)
     node = REUSE_NODE
@@ -949,8 +956,8 @@ def _build_request_id_reuse(options: SimOptions) -> tuple[Simulation, Verify]:
         current = sim.cluster.nodes[node].node
         if record.descended_ms >= 0 or current is None:
             return
-        state = current._requests.get(1)
-        if isinstance(state, Exchange) and state.partner == partner and state.depth >= 1:
+        if any(isinstance(state, Exchange) and state.partner == partner and state.depth >= 1
+               for state in current._requests.values()):
             record.descended_ms = sim.scheduler.now_ms
             # The deeper request has left (after at most one sync) before the crash.
             sim.scheduler.after(6, lambda: sim.cluster.crash(node))
@@ -995,45 +1002,15 @@ SCENARIOS: dict[str, Scenario] = {
                  duration_ms=LATE_BACK_MS),
         Scenario("handoff-backoff", "an owner crashes again while its hints are handed off; "
                  "the hints then wait the maximum backoff", _build_handoff_backoff,
-                 known_core_bug=(
-                     "hinted handoff backoff grows once per failed delivery, not once per "
-                     "failed round: Node._handoff_done calls HintLedger.failed for every "
-                     "HandoffState of a batch that fails (all of them fail together when "
-                     "the owner goes down or the batch times out), so one failed batch of k "
-                     "hints sets the backoff to min(30 s, 500 ms x 2^(k-1)), and "
-                     "_peer_came_up does not clear it: the returned owner waits up to "
-                     "HANDOFF_BACKOFF_MAX_MS for its hints"),
                  duration_ms=2_500),
         Scenario("reaper-spin", "a reap waits for a lost vote while the reap interval is "
                  "shorter than the request timeout", _build_reaper_spin,
-                 known_core_bug=(
-                     "busy loop: Node.next_deadline_ms includes reaper.next_reap_ms while a "
-                     "reap is in flight, and Node._reap returns early (reaper.in_flight) "
-                     "without advancing it, so with tombstone_reap_interval_ms < "
-                     "request_timeout_ms a reap whose vote is lost makes the node ask to be "
-                     "woken at once, again and again, until the reap ends"),
                  duration_ms=2_000),
         Scenario("reap-read-repair", "a read repair computed before a tombstone was reaped "
                  "arrives after it", _build_reap_read_repair,
-                 known_core_bug=(
-                     "a reaped key comes back: a read repair is computed from the replies a "
-                     "get gathered, but sent only when its last replica answers or the "
-                     "request times out (request_timeout_ms later); no reap vote accounts "
-                     "for such a pending repair (Node._reap_vote looks at hints and the local "
-                     "copy only), so a tombstone reaped in between is undone by the stale "
-                     "repair, and anti-entropy spreads the old value again"),
                  duration_ms=STALE_HEAL_MS),
         Scenario("request-id-reuse", "a node restarts and reuses the request id of an "
                  "exchange whose reply is still on its way", _build_request_id_reuse,
-                 known_core_bug=(
-                     "request ids restart at 1 when a node restarts (Node._next_request_id), "
-                     "so a peer's late reply to a request of the node's previous life is "
-                     "taken for the reply to a new one with the same id: an anti-entropy "
-                     "level reply for depth 1 meets an exchange at depth 0 and "
-                     "MerkleTree.level raises ValueError out of Node.step (a peer's message "
-                     "crashes the node; the reply path does not check the indexes it was "
-                     "sent against those it asked for); a late ReplicaPutAck could likewise "
-                     "count towards W for a put the peer never stored"),
                  duration_ms=REUSE_HEAL_MS),
     )
 }

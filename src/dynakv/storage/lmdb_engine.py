@@ -4,7 +4,8 @@ Layout: one environment `DIR/data.lmdb` with these databases: `data`, keyed by a
 4-byte big-endian partition number followed by the key's canonical bytes (so a
 partition, and a bucket within it, is a contiguous key range), `meta` for node
 metadata (META_PARTITION), `hints` for hinted handoff (HINTS_PARTITION) and
-`tombstones`, the index of tombstones to reap (TOMBSTONES_PARTITION). The map
+`tombstones`, the index of tombstones to reap (TOMBSTONES_PARTITION), `reaped`,
+tombstones reaped a moment ago (REAPED_PARTITION). The map
 starts at 1 GiB and doubles whenever it fills (LMDB's map is virtual and sparse); a
 full disk raises StorageFull (HTTP 503) and applies nothing. Each `write` is one
 transaction and one fsync: the driver calls it with the writes of many requests at
@@ -24,7 +25,7 @@ import lmdb
 from dynakv.core.errors import StorageFull
 from dynakv.core.hints import HINTS_PARTITION
 from dynakv.core.storage import META_PARTITION, Write
-from dynakv.core.tombstones import TOMBSTONES_PARTITION
+from dynakv.core.tombstones import REAPED_PARTITION, TOMBSTONES_PARTITION
 
 MAP_SIZE_INITIAL_BYTES = 1 << 30
 MAP_SIZE_MAX_BYTES = 1 << 44
@@ -56,6 +57,7 @@ class LmdbStorage:
             META_PARTITION: self._meta,
             HINTS_PARTITION: self._env.open_db(b"hints"),
             TOMBSTONES_PARTITION: self._env.open_db(b"tombstones"),
+            REAPED_PARTITION: self._env.open_db(b"reaped"),
         }
 
     def _locate(self, partition: int, key: bytes) -> tuple[Any, bytes]:
