@@ -30,10 +30,16 @@ class Config:
     group_commit_writes_max: int = 5_000
     # Gossip (core/membership.py): exchange cluster state with a random peer this often.
     gossip_interval_ms: int = 1_000
-    # Failure detector (core/detector.py): ping each peer this often; a peer that
-    # leaves a ping unanswered this long is down until it answers again.
+    # Failure detector (core/detector.py), phi accrual over probe replies: each peer
+    # is pinged this often and its pongs are heartbeats; it is down once phi passes
+    # phi_threshold (Cassandra's and Akka's 8), computed from its heartbeat gaps with
+    # phi_acceptable_pause_ms added to their mean and their deviation at least
+    # phi_min_std_deviation_ms. A silent peer is down after about
+    # probe_interval_ms + phi_acceptable_pause_ms + 5.61 x deviation: 4.1 s here.
     probe_interval_ms: int = 1_000
-    probe_timeout_ms: int = 3_000
+    phi_threshold: float = 8.0
+    phi_acceptable_pause_ms: int = 2_000
+    phi_min_std_deviation_ms: int = 200
     # Sloppy quorum and hinted handoff (Cassandra's hinted_handoff_enabled): with it
     # off, writes go to the primary owners that are up, and no fallback keeps hints.
     hinted_handoff_enabled: bool = True
@@ -61,13 +67,15 @@ class Config:
 
 PRESETS: dict[str, Config] = {
     "local": Config(request_timeout_ms=5_000, connect_timeout_ms=500, reconnect_interval_ms=250,
-                    probe_interval_ms=250, probe_timeout_ms=1_000, handoff_interval_ms=250,
+                    probe_interval_ms=250, phi_acceptable_pause_ms=500,
+                    phi_min_std_deviation_ms=50, handoff_interval_ms=250,
                     gossip_interval_ms=200,
                     anti_entropy_interval_ms=100, anti_entropy_rebuild_interval_ms=3600 * 1000,
                     tombstone_grace_ms=10_000, tombstone_reap_interval_ms=1_000),
     "lan": Config(),
     "wan": Config(request_timeout_ms=30_000, connect_timeout_ms=5_000, reconnect_interval_ms=2_000,
-                  probe_interval_ms=2_000, probe_timeout_ms=10_000),
+                  probe_interval_ms=2_000, phi_acceptable_pause_ms=8_000,
+                  phi_min_std_deviation_ms=500),
 }
 
 

@@ -138,7 +138,8 @@ def test_a_tombstone_is_read_repaired_like_a_value() -> None:
 
 
 def test_a_silent_peer_is_marked_down_by_probes_and_up_when_heard() -> None:
-    config = Config(ring_size=16, probe_interval_ms=100, probe_timeout_ms=300)
+    config = Config(ring_size=16, probe_interval_ms=100, phi_acceptable_pause_ms=100,
+                    phi_min_std_deviation_ms=30)
     cluster = InstantCluster(["a", "b", "c"], config=config)
     cluster.drop.update({("c", "a"), ("c", "b")})  # c's messages vanish; no connection event
     cluster.advance(500)

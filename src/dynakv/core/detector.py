@@ -1,40 +1,102 @@
-"""Local failure detection: which peers this node believes are up.
+"""Local failure detection: which peers this node believes are up (phi accrual).
 
 Dynamo's failure detection is local: a node decides for itself that a peer is down
-when the peer stops answering. Two sources feed this detector:
-- the transport: a connection that fails marks the peer down at once, and one
-  whose handshake completes counts as hearing from the peer;
-- probes: every `probe_interval_ms` the node pings each peer; anything heard from
-  a peer (a pong, or any other message) marks it up; a probe unanswered for
-  `probe_timeout_ms` marks it down (this catches a paused or wedged process whose
-  connections stay open). Down peers keep being probed until they answer.
+when the peer stops answering it, and routes around it (sloppy quorum). That is the
+question this detector answers: "can *I* talk to that peer now?". Each node keeps
+its own view; nothing here is gossiped, so one bad link makes a peer down only for
+the node at its end.
 
-So a killed peer is seen down as soon as its connections reset, and a silent one
-within probe_interval_ms + probe_timeout_ms. The membership work may replace this
-with gossip-fed phi accrual behind the same interface (is_up, up_peers, heard_from,
-connection, probes_due, expire, next_deadline_ms).
+How: every `probe_interval_ms` the node pings each peer; each pong is a heartbeat.
+The detector keeps the last `limits.PHI_WINDOW_SAMPLES` gaps between a peer's
+heartbeats, and computes phi accrual (Hayashibara et al. 2004, as Akka does):
+
+    phi(t) = -log10(1 - F(t - last_heard)),  F = the normal CDF with mean
+             mean(gaps) + phi_acceptable_pause_ms and deviation
+             max(stdev(gaps), phi_min_std_deviation_ms)
+
+and marks the peer down once phi passes `phi_threshold` (8 by default, as Cassandra
+and Akka: a 1e-8 chance that a live peer would be this late). Phi adapts to each
+link: a peer whose pongs come like clockwork is suspected sooner than one on a
+jittery link. A silent peer is seen down `detection_time_ms()` after it was last
+heard from: mean gap + pause + 5.61 x deviation, so with the `lan` defaults
+(1 s probes, 2 s pause, 200 ms minimum deviation) about 4.1 s, and with `local`
+(250 ms, 500 ms, 50 ms) about 1.03 s.
+
+Two more sources feed it:
+- anything heard from a peer (a pong, any message, a completed handshake) shows it
+  alive: a down peer is up again at once, and phi counts from that moment;
+- the transport: a connection that fails (refused, reset) marks the peer down at
+  once; a killed process is seen down as soon as its connections reset.
+
+Why phi accrual and not SWIM's indirect probes: an indirect probe answers "is the
+peer alive somewhere?", which matters to a membership protocol that removes dead
+members; but Dynamo never removes a member on suspicion (an operator does, with
+`admin remove`), and for routing a request what matters is whether this node can
+reach the peer itself. Phi accrual gives that, adapts to the link, and needs no
+extra messages beyond the probes.
+
+Down peers keep being probed until they answer. The gap that ends a down period
+is not recorded (it measures the outage, not the link).
 """
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from dynakv.core import limits
+
+
+def phi(elapsed_ms: float, mean_ms: float, std_deviation_ms: float) -> float:
+    """-log10 of the chance that a heartbeat with this gap distribution comes later
+    than `elapsed_ms` after the last one."""
+    assert std_deviation_ms > 0
+    z = (elapsed_ms - mean_ms) / std_deviation_ms
+    tail = 0.5 * math.erfc(z / math.sqrt(2))
+    return math.inf if tail <= 0.0 else -math.log10(tail)
+
+
+def threshold_z(threshold: float) -> float:
+    """The number of deviations past the mean at which phi reaches `threshold`."""
+    low, high = -10.0, 40.0
+    for _ in range(100):  # bisection: phi grows with z
+        middle = (low + high) / 2
+        if phi(middle, 0.0, 1.0) < threshold:
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 @dataclass(slots=True)
 class PeerHealth:
     up: bool = True  # peers start up: the first failure marks them down
     next_probe_ms: int = 0
-    probe_sent_ms: int | None = None  # an unanswered probe was sent then
+    last_heard_ms: int = 0
+    last_heartbeat_ms: int | None = None
+    gaps_ms: deque[int] = field(
+        default_factory=lambda: deque(maxlen=limits.PHI_WINDOW_SAMPLES))
+    gaps_sum: int = 0
+    gaps_square_sum: int = 0
 
 
 class FailureDetector:
-    def __init__(self, peers: Iterable[str], probe_interval_ms: int, probe_timeout_ms: int,
-                 now_ms: int) -> None:
-        assert probe_interval_ms > 0 and probe_timeout_ms > 0
+    def __init__(self, peers: Iterable[str], probe_interval_ms: int, now_ms: int, *,
+                 threshold: float = 8.0, acceptable_pause_ms: int = 0,
+                 min_std_deviation_ms: int = 100) -> None:
+        assert probe_interval_ms > 0 and threshold > 0
+        assert acceptable_pause_ms >= 0 and min_std_deviation_ms > 0
         self.probe_interval_ms = probe_interval_ms
-        self.probe_timeout_ms = probe_timeout_ms
-        self._peers = {peer: PeerHealth(next_probe_ms=now_ms) for peer in sorted(peers)}
+        self.threshold = threshold
+        self.acceptable_pause_ms = acceptable_pause_ms
+        self.min_std_deviation_ms = min_std_deviation_ms
+        self._z = threshold_z(threshold)
+        self._peers = {peer: self._new_peer(now_ms) for peer in sorted(peers)}
+
+    def _new_peer(self, now_ms: int) -> PeerHealth:
+        return PeerHealth(next_probe_ms=now_ms, last_heard_ms=now_ms)
 
     def set_peers(self, peers: Iterable[str], now_ms: int) -> None:
         """Follow membership: new peers start up (probed at once), gone ones are forgotten."""
@@ -43,7 +105,7 @@ class FailureDetector:
             if peer not in wanted:
                 del self._peers[peer]
         for peer in sorted(wanted - set(self._peers)):
-            self._peers[peer] = PeerHealth(next_probe_ms=now_ms)
+            self._peers[peer] = self._new_peer(now_ms)
         self._peers = dict(sorted(self._peers.items()))
 
     def is_up(self, peer: str) -> bool:
@@ -56,26 +118,88 @@ class FailureDetector:
     def down_peers(self) -> list[str]:
         return [peer for peer, health in self._peers.items() if not health.up]
 
-    def heard_from(self, peer: str) -> bool:
+    # --- what feeds it ------------------------------------------------------------
+
+    def heard_from(self, peer: str, now_ms: int) -> bool:
         """Anything from `peer` shows it alive. True if it was down."""
         health = self._peers.get(peer)
         if health is None:
             return False
-        health.probe_sent_ms = None
-        was_down = not health.up
+        health.last_heard_ms = max(health.last_heard_ms, now_ms)
+        if health.up:
+            return False
         health.up = True
+        health.last_heartbeat_ms = None  # the outage is not a gap of the link
+        return True
+
+    def heartbeat(self, peer: str, now_ms: int) -> bool:
+        """A pong: a heartbeat, whose gap to the previous one is recorded. True if
+        the peer was down."""
+        health = self._peers.get(peer)
+        if health is None:
+            return False
+        was_down = self.heard_from(peer, now_ms)
+        previous = health.last_heartbeat_ms
+        if previous is not None and now_ms >= previous:
+            gap = now_ms - previous
+            if len(health.gaps_ms) == health.gaps_ms.maxlen:
+                oldest = health.gaps_ms[0]
+                health.gaps_sum -= oldest
+                health.gaps_square_sum -= oldest * oldest
+            health.gaps_ms.append(gap)
+            health.gaps_sum += gap
+            health.gaps_square_sum += gap * gap
+        health.last_heartbeat_ms = now_ms
         return was_down
 
-    def connection(self, peer: str, up: bool) -> bool:
+    def connection(self, peer: str, up: bool, now_ms: int) -> bool:
         """The transport opened (up) or lost (down) its connection. True if it changed."""
         if up:
-            return self.heard_from(peer)
+            return self.heard_from(peer, now_ms)
         health = self._peers.get(peer)
         if health is None or not health.up:
             return False
         health.up = False
-        health.probe_sent_ms = None
         return True
+
+    # --- phi ------------------------------------------------------------------------
+
+    def _distribution(self, health: PeerHealth) -> tuple[float, float]:
+        """(mean, deviation) of the peer's heartbeat gaps; the probe interval (with a
+        quarter of it as deviation) until two gaps are known."""
+        count = len(health.gaps_ms)
+        if count < 2:
+            mean, deviation = float(self.probe_interval_ms), self.probe_interval_ms / 4
+        else:
+            mean = health.gaps_sum / count
+            variance = max(0.0, health.gaps_square_sum / count - mean * mean)
+            deviation = math.sqrt(variance)
+        return mean + self.acceptable_pause_ms, max(deviation, float(self.min_std_deviation_ms))
+
+    def phi(self, peer: str, now_ms: int) -> float:
+        """The suspicion level of `peer` now (0 for an unknown peer)."""
+        health = self._peers.get(peer)
+        if health is None:
+            return 0.0
+        mean, deviation = self._distribution(health)
+        return phi(now_ms - health.last_heard_ms, mean, deviation)
+
+    def _suspect_at_ms(self, health: PeerHealth) -> int:
+        mean, deviation = self._distribution(health)
+        return health.last_heard_ms + math.ceil(mean + self._z * deviation)
+
+    def detection_time_ms(self, peer: str | None = None) -> int:
+        """How long after last hearing from a peer it is marked down (for `peer`'s
+        history, or for a peer with steady gaps of probe_interval_ms)."""
+        health = self._peers.get(peer) if peer is not None else None
+        if health is None:
+            health = PeerHealth()
+            health.gaps_ms.extend([self.probe_interval_ms] * 2)
+            health.gaps_sum = 2 * self.probe_interval_ms
+            health.gaps_square_sum = 2 * self.probe_interval_ms ** 2
+        return self._suspect_at_ms(health) - health.last_heard_ms
+
+    # --- the node's timers ----------------------------------------------------------
 
     def probes_due(self, now_ms: int) -> list[str]:
         """Peers to ping now; each is pinged once per probe_interval_ms."""
@@ -84,23 +208,19 @@ class FailureDetector:
             if now_ms >= health.next_probe_ms:
                 due.append(peer)
                 health.next_probe_ms = now_ms + self.probe_interval_ms
-                if health.probe_sent_ms is None:
-                    health.probe_sent_ms = now_ms
         return due
 
     def expire(self, now_ms: int) -> list[str]:
-        """Peers whose probe went unanswered too long: marked down now."""
+        """Peers whose phi passed the threshold: marked down now."""
         newly_down = []
         for peer, health in self._peers.items():
-            sent = health.probe_sent_ms
-            if health.up and sent is not None and now_ms - sent >= self.probe_timeout_ms:
+            if health.up and now_ms >= self._suspect_at_ms(health):
                 health.up = False
                 newly_down.append(peer)
         return newly_down
 
     def next_deadline_ms(self) -> int | None:
         deadlines = [health.next_probe_ms for health in self._peers.values()]
-        deadlines += [health.probe_sent_ms + self.probe_timeout_ms
-                      for health in self._peers.values()
-                      if health.up and health.probe_sent_ms is not None]
+        deadlines += [self._suspect_at_ms(health)
+                      for health in self._peers.values() if health.up]
         return min(deadlines) if deadlines else None

@@ -82,3 +82,6 @@ AE_BUILD_PAGE_KEYS = 1_000
 # for a vote (one small message per member); 16 at once reaps a backlog of deletes
 # at tens per second without a burst of votes crowding client requests.
 REAPS_IN_FLIGHT_MAX = 16
+# Heartbeat gaps the failure detector keeps per peer (core/detector.py): Akka's
+# phi accrual keeps 1,000; 8 bytes each, so 8 KB per peer.
+PHI_WINDOW_SAMPLES = 1_000

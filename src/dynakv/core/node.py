@@ -162,7 +162,9 @@ class Node:
         self.rng = rng
         self.now_ms = now_ms
         self.detector = FailureDetector(
-            self.peers, config.probe_interval_ms, config.probe_timeout_ms, now_ms)
+            self.peers, config.probe_interval_ms, now_ms, threshold=config.phi_threshold,
+            acceptable_pause_ms=config.phi_acceptable_pause_ms,
+            min_std_deviation_ms=config.phi_min_std_deviation_ms)
         self.hints = HintLedger()
         stored_epoch = storage.get(META_PARTITION, EPOCH_META_KEY)
         self.epoch = 0 if stored_epoch is None else int(stored_epoch.decode())
@@ -215,7 +217,7 @@ class Node:
             case StreamAckEvent(client_id):
                 self._on_stream_ack(client_id)
             case MessageEvent(sender, message):
-                if self.detector.heard_from(sender):
+                if self.detector.heard_from(sender, self.now_ms):
                     self._peer_came_up(sender)
                 self._on_message(sender, message)
             case TickEvent():
@@ -889,10 +891,10 @@ class Node:
             case m.Ping(sequence):
                 self._send(sender, m.Pong(sequence))
             case m.Pong():
-                pass  # hearing from the peer is all a pong is for
+                self.detector.heartbeat(sender, self.now_ms)  # a gap for phi accrual
 
     def _on_peer_status(self, node: str, up: bool) -> None:
-        if self.detector.connection(node, up):
+        if self.detector.connection(node, up, self.now_ms):
             if up:
                 self._peer_came_up(node)
             else:

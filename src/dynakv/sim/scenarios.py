@@ -825,8 +825,8 @@ def _build_reaper_spin(options: SimOptions) -> tuple[Simulation, Verify]:
                FaultAction(SPIN_RESTORE_MS, "heal")]
     workload = WorkloadParams(clients=(), end_ms=options.duration_ms)
     sim = Simulation(options, config=SPIN_CONFIG, workload=workload, actions=actions)
-    # Connections stay open across the cut: only the failure detector (after
-    # probe_timeout_ms) sees the silent node down, so a reap waits for its vote.
+    # Connections stay open across the cut: only the failure detector (phi accrual)
+    # sees the silent node down, so a reap waits for its vote.
     sim.keepalive = sim.cluster.keepalive = False
     record: dict[str, Op] = {}
 

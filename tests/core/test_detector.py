@@ -1,0 +1,77 @@
+"""The phi accrual failure detector (core/detector.py)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from dynakv.core import limits
+from dynakv.core.detector import FailureDetector, phi, threshold_z
+
+
+def steady(detector: FailureDetector, peer: str, start_ms: int, gaps: list[int]) -> int:
+    now = start_ms
+    for gap in gaps:
+        now += gap
+        detector.heartbeat(peer, now)
+    return now
+
+
+def test_phi_grows_with_silence_and_threshold_8_is_5_61_deviations() -> None:
+    values = [phi(t, 1_000, 100) for t in range(0, 3_000, 100)]
+    assert values == sorted(values)
+    assert phi(1_000, 1_000, 100) == pytest.approx(-math.log10(0.5))
+    assert threshold_z(8.0) == pytest.approx(5.612, abs=0.001)
+    assert phi(1_000 + 5.62 * 100, 1_000, 100) > 8 > phi(1_000 + 5.60 * 100, 1_000, 100)
+
+
+def test_a_silent_peer_is_down_at_the_documented_time_and_not_before() -> None:
+    detector = FailureDetector(["b"], 1_000, 0, acceptable_pause_ms=2_000,
+                               min_std_deviation_ms=200)
+    last = steady(detector, "b", 0, [1_000] * 20)
+    expected = 1_000 + 2_000 + 5.612 * 200  # the docstring's lan figure, about 4.1 s
+    assert detector.detection_time_ms("b") == pytest.approx(expected, abs=2)
+    assert detector.detection_time_ms() == detector.detection_time_ms("b")
+    down_at = last + detector.detection_time_ms("b")
+    assert detector.expire(down_at - 1) == [] and detector.is_up("b")
+    assert detector.next_deadline_ms() is not None
+    assert detector.expire(down_at) == ["b"] and not detector.is_up("b")
+    assert detector.down_peers() == ["b"]
+
+
+def test_a_jittery_link_is_suspected_later_than_a_steady_one() -> None:
+    rng = random.Random(7)
+    detector = FailureDetector(["steady", "jittery"], 1_000, 0, min_std_deviation_ms=10)
+    steady(detector, "steady", 0, [1_000] * 100)
+    steady(detector, "jittery", 0, [rng.randint(500, 1_500) for _ in range(100)])
+    assert detector.detection_time_ms("jittery") > detector.detection_time_ms("steady") + 1_000
+
+
+def test_heard_from_brings_a_peer_up_and_the_outage_is_not_a_gap() -> None:
+    detector = FailureDetector(["b"], 1_000, 0)
+    last = steady(detector, "b", 0, [1_000] * 10)
+    before = detector.detection_time_ms("b")
+    assert detector.connection("b", False, last + 10)  # a reset connection: down at once
+    assert not detector.connection("b", False, last + 20)
+    assert detector.heartbeat("b", last + 600_000)  # back after ten minutes
+    detector.heartbeat("b", last + 601_000)
+    assert detector.is_up("b") and detector.detection_time_ms("b") == before
+
+
+def test_the_window_of_gaps_is_bounded() -> None:
+    detector = FailureDetector(["b"], 1_000, 0, min_std_deviation_ms=1)
+    steady(detector, "b", 0, [5_000] * 50 + [1_000] * limits.PHI_WINDOW_SAMPLES)
+    # The 5 s gaps have left the window: only the 1 s ones count.
+    assert detector.detection_time_ms("b") == pytest.approx(1_000 + 5.612, abs=2)
+
+
+def test_probes_go_out_once_per_interval_also_to_down_peers() -> None:
+    detector = FailureDetector(["b", "c"], 1_000, 0)
+    assert detector.probes_due(0) == ["b", "c"]
+    assert detector.probes_due(999) == []
+    detector.connection("c", False, 500)
+    assert detector.probes_due(1_000) == ["b", "c"]
+    detector.set_peers(["c", "d"], 1_200)
+    assert detector.probes_due(1_200) == ["d"] and detector.up_peers() == {"d"}
