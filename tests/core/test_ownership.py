@@ -18,16 +18,17 @@ CONFIG = Config(ring_size=16, gossip_interval_ms=100, handoff_interval_ms=100,
 KEYS = 200
 
 
-def join_node(cluster: InstantCluster, name: str, weight: int = 1) -> None:
+def join_node(cluster: InstantCluster, name: str, weight: int = 1,
+              config: Config = CONFIG) -> None:
     """Start `name` alone (a cluster of its own), then stage its join through "a"."""
     cluster.names.append(name)
     cluster.storage[name] = MemoryStorage()
     cluster.incarnation[name] = 1
     own = ms.MemberInfo(name, f"{name}:1", weight)
-    founder = ms.new_cluster(CONFIG.cluster_name, f"id-{name}", own, CONFIG.ring_size, 3)
+    founder = ms.new_cluster(config.cluster_name, f"id-{name}", own, config.ring_size, 3)
     cluster.nodes[name] = Node(name=name, server_id=f"{name}@1",
                                ring=Ring(founder.ring.owners), peers=[],
-                               storage=cluster.storage[name], config=CONFIG,
+                               storage=cluster.storage[name], config=config,
                                rng=__import__("random").Random(name), now_ms=cluster.now_ms,
                                cluster=founder)
     done = cluster.request("a", api.JoinRequest(name, f"{name}:1", weight))
@@ -106,3 +107,47 @@ def test_a_stale_plan_is_refused() -> None:
     again = cluster.request("a", api.CommitRequest(plan.status["ring_version"],
                                                    tuple(plan.status["owners"])))
     assert isinstance(again, api.ErrorResponse) and "ring version" in again.message
+
+
+def test_reads_during_a_move_ask_the_previous_owners_until_they_have_handed_off() -> None:
+    """Two nodes join in one plan: some keys get two new, still empty, replicas. Until
+    the previous owners have streamed them, a read with R=2 must still find them."""
+    slow = CONFIG.with_options(handoff_interval_ms=5_000)  # no transfer for 5 s
+    cluster = InstantCluster(["a", "b", "c"], config=slow)
+    for i in range(KEYS):
+        put = cluster.request("abc"[i % 3], api.PutRequest(
+            "default", "b", f"k{i}", api.Content(f"v{i}".encode()), w=3))
+        assert isinstance(put, api.DoneResponse)
+    join_node(cluster, "d", config=slow)
+    join_node(cluster, "e", config=slow)
+    cluster.advance(500)
+    commit(cluster, "a")
+    cluster.advance(500)  # gossip spreads ring version 2; no transfer has run
+    ring = cluster.nodes["a"].ring
+    two_new = [i for i in range(KEYS) if len({"d", "e"} & {
+        t.node for t in primary_owners(ring, ring.partition_of("default", "b", f"k{i}"),
+                                       3)}) == 2]
+    assert two_new, "the plan gave no key two new replicas: the test needs one"
+    assert all(keys_on(cluster, n, p) == 0 for n in "de" for p in range(ring.size))
+    for i in two_new:  # the one replica that has it is silent: only a previous owner can tell
+        partition = ring.partition_of("default", "b", f"k{i}")
+        (kept,) = {t.node for t in primary_owners(ring, partition, 3)} - {"d", "e"}
+        cluster.drop.add((kept, "d"))
+        got = cluster.request("d", api.GetRequest("default", "b", f"k{i}"))
+        cluster.drop.discard((kept, "d"))
+        assert isinstance(got, api.ObjectResponse), (i, got)
+        assert [s.value for s in got.siblings] == [f"v{i}".encode()], i
+    for i in range(KEYS):  # (read repair has filled d and e for the keys above)
+        got = cluster.request("d", api.GetRequest("default", "b", f"k{i}"))
+        assert isinstance(got, api.ObjectResponse), (i, got)
+        assert [s.value for s in got.siblings] == [f"v{i}".encode()], i
+    busy = ms.handing_off(cluster.nodes["a"].cluster)
+    assert {"a", "b", "c"} <= busy  # none has scanned for transfers yet
+    cluster.advance(60_000)  # the transfers run and finish
+    for node in cluster.nodes.values():
+        assert not ms.handing_off(node.cluster), node.name
+        assert not node._transfer_candidates and not node.transfers
+    for i in two_new:
+        got = cluster.request("a", api.GetRequest("default", "b", f"k{i}"))
+        assert isinstance(got, api.ObjectResponse)
+        assert [s.value for s in got.siblings] == [f"v{i}".encode()], i

@@ -109,10 +109,16 @@ class GetState:
     asked: tuple[str, ...]
     primaries: frozenset[str]
     hint_for: dict[str, str] = field(default_factory=dict)  # fallback -> owner it stands in for
+    # Previous owners still handing the partition off (asked as well, not counted
+    # towards r or pr): a not-found answer waits for them, a value they hold is merged.
+    sources: frozenset[str] = frozenset()
     replies: dict[str, api.Object | None] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     failed_nodes: set[str] = field(default_factory=set)
     done: bool = False
+
+    def __post_init__(self) -> None:
+        self.asked = self.asked + tuple(sorted(self.sources - set(self.asked)))
 
     def reply(self, node: str, obj: api.Object | None) -> None:
         if node in self.asked and node not in self.replies:
@@ -127,7 +133,7 @@ class GetState:
     def _counts(self) -> tuple[int, int, int, int]:
         found = notfound = ok_primary = 0
         for node, obj in self.replies.items():
-            if node in self.failed_nodes:
+            if node in self.failed_nodes or node in self.sources:
                 continue
             if obj is None:
                 notfound += 1
@@ -143,18 +149,27 @@ class GetState:
         found, notfound, ok_primary, failed = self._counts()
         successes = found + (notfound if self.notfound_ok else 0)
         if successes >= self.r and ok_primary >= self.pr:
-            return Outcome.SUCCESS if found else Outcome.NOT_FOUND
-        waiting = len(self.asked) - len(self.replies)
+            if found or self._found_on_a_source():
+                return Outcome.SUCCESS
+            if any(source not in self.replies for source in self.sources):
+                return Outcome.PENDING  # a previous owner may still hold it
+            return Outcome.NOT_FOUND
+        waiting = len(self.asked) - len(self.replies) - sum(
+            1 for source in self.sources if source not in self.replies)
         unanswered_primaries = len(self.primaries - set(self.replies))
         if successes + waiting < self.r or ok_primary + unanswered_primaries < self.pr:
             if failed == 0 and found == 0:
                 return Outcome.NOT_FOUND
             return Outcome.FAILED
         # basic_quorum only answers a certain notfound earlier.
-        majority = len(self.asked) // 2 + 1
+        majority = (len(self.asked) - len(self.sources)) // 2 + 1
         if not self.notfound_ok and self.basic_quorum and found == 0 and notfound >= majority:
             return Outcome.NOT_FOUND
         return Outcome.PENDING
+
+    def _found_on_a_source(self) -> bool:
+        return any(self.replies.get(source) is not None for source in self.sources
+                   if source not in self.failed_nodes)
 
     def merged(self) -> api.Object | None:
         found = [obj for node, obj in sorted(self.replies.items()) if obj is not None]

@@ -15,8 +15,13 @@ streams them to the current primary owners, then drops them:
   after a restart of either side it simply starts again from the first key left.
 
 Writes during the move go to the new owners already (they are the ring's primaries
-from the commit on); reads reach them too, and a key not there yet is found on the
-other replicas (R of N) until the transfer lands.
+from the commit on), so no acknowledged write depends on the old owner. Reads go to
+the new owners too, and also to the previous owners (the ring keeps the owners of
+the version before) that have not yet said they are done: a read does not answer
+"not found" before those have answered, and merges what they hold, so a key that
+has two new, still empty, replicas is found while it streams. A node says it is done
+by setting `handoff_version` in its own member record (gossiped) once it holds no
+partition it does not own; a freed transfer slot starts the next partition at once.
 """
 
 from __future__ import annotations

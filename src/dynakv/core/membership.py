@@ -22,8 +22,10 @@ leavers REMOVED once they own nothing.
 Clusters have an id drawn at their founding: a node started alone founds its own
 cluster, and takes another cluster's state only when that cluster staged it as a
 joiner (node.py); nodes started together with the same `--peer` list compute the
-same bootstrap state. Ownership handoff (streaming moved partitions) is not built
-yet: after a commit, new owners get their data by anti-entropy and read repair.
+same bootstrap state. After a commit, moved partitions stream to their new owners
+(core/handoff.py); the ring keeps the previous owners, and each member records the
+ring version whose handoff it finished, so that reads can still ask a previous
+owner until it is done.
 """
 
 from __future__ import annotations
@@ -55,10 +57,14 @@ class MemberInfo:
     zone: str = ""
     status: Status = Status.JOINING
     version: int = 1
+    # The ring version whose ownership handoff this member has finished: it holds no
+    # partition it does not own under that ring (see core/handoff.py).
+    handoff_version: int = 0
 
-    def order(self) -> tuple[int, int, str, int, str]:
+    def order(self) -> tuple[int, int, str, int, str, int]:
         """A total order for merging: version, then status, then the other fields."""
-        return (self.version, _STATUS_RANK[self.status], self.address, self.weight, self.zone)
+        return (self.version, _STATUS_RANK[self.status], self.address, self.weight, self.zone,
+                self.handoff_version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,7 @@ class RingInfo:
     version: int
     owners: tuple[str, ...]
     claimant: str = ""  # the member that made it
+    previous: tuple[str, ...] = ()  # the owners of the version before, while they hand off
 
     def order(self) -> tuple[int, str, str]:
         return (self.version, self.claimant, _digest_owners(self.owners))
@@ -220,5 +227,20 @@ def commit(state: ClusterState, committed: Plan, actor: str) -> ClusterState:
         elif info.status is Status.LEAVING:
             info = _bump(info, status=Status.REMOVED)
         members.append(info)
-    ring = RingInfo(state.ring.version + 1, committed.owners, actor)
+    ring = RingInfo(state.ring.version + 1, committed.owners, actor, state.ring.owners)
     return replace(state, members=tuple(members), ring=ring)
+
+
+def handoff_done(state: ClusterState, name: str) -> ClusterState:
+    """`name` has handed off every partition it no longer owns under the current ring."""
+    info = state.member(name)
+    if info is None or info.handoff_version >= state.ring.version:
+        return state
+    return _with_member(state, _bump(info, handoff_version=state.ring.version))
+
+
+def handing_off(state: ClusterState) -> set[str]:
+    """Members that may still hold partitions they owned under the previous ring."""
+    if not state.ring.previous:
+        return set()
+    return {m.name for m in state.members if m.handoff_version < state.ring.version}

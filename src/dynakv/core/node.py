@@ -184,6 +184,7 @@ class Node:
         self.transfers_done = 0
         self._transfer_candidates: list[int] = []
         self._transfer_scan_needed = True
+        self._previous_ring: Ring | None = None
         self._probe_sequence = 0
         self.stats: dict[str, int] = {}
         self._pending: dict[tuple[int, bytes], tuple[int, bytes | None]] = {}
@@ -636,36 +637,53 @@ class Node:
             tuple(t.node for t in targets),
             frozenset(t.node for t in targets if t.primary),
             {t.node: t.hint_for for t in targets if t.hint_for},
+            self._handoff_sources(partition, props.n_val, targets),
         )
         request_id = self._new_request(state)
-        for target in targets:
-            if target.node != self.name:
-                self._send(target.node, m.ReplicaGet(request_id, partition, key))
+        for node in state.asked:
+            if node != self.name:
+                self._send(node, m.ReplicaGet(request_id, partition, key))
         if self.name in state.asked:
             state.reply(self.name, self.read_object(partition, key))
         self._check_get(request_id, state)
+
+    def _handoff_sources(self, partition: int, n_val: int, targets: list[Target]
+                         ) -> frozenset[str]:
+        """Previous owners of the partition (before the last ring change) that are up
+        and may still hold its keys: a read asks them too while they hand off, so that
+        a key not yet streamed to its new owner is not answered as not found."""
+        if self._previous_ring is None:
+            return frozenset()
+        busy = ms.handing_off(self.cluster)
+        asked = {t.node for t in targets}
+        return frozenset(
+            t.node for t in primary_owners(self._previous_ring, partition, n_val)
+            if t.node in busy and t.node not in asked and self.detector.is_up(t.node))
 
     def _check_get(self, request_id: int, state: GetState) -> None:
         if not state.done:
             outcome = state.outcome()
             if outcome is Outcome.PENDING:
                 return
-            state.done = True
-            if outcome is Outcome.FAILED:
-                self._reply(state.reply_to, api.ErrorResponse(ErrorKind.TIMEOUT,
-                                                              state.failure_message()))
-            else:
-                merged = state.merged()
-                if merged is None:
-                    self._reply(state.reply_to, api.ObjectResponse((), b""))
-                else:
-                    if state.single_value:
-                        merged = resolve_single(merged)
-                    self._reply(state.reply_to, api.ObjectResponse(
-                        live_siblings(merged), api.encode_context(dvvset.join(merged))))
+            self._answer_get(state, outcome)
         if len(state.replies) == len(state.asked):
             self._read_repair(state)
             self._finish(request_id)
+
+    def _answer_get(self, state: GetState, outcome: Outcome) -> None:
+        state.done = True
+        if outcome is Outcome.FAILED:
+            self._reply(state.reply_to, api.ErrorResponse(ErrorKind.TIMEOUT,
+                                                          state.failure_message()))
+            return
+        merged = state.merged()
+        if merged is None:
+            self._reply(state.reply_to, api.ObjectResponse((), b""))
+            return
+        if state.single_value:
+            merged = resolve_single(merged)
+        self._reply(state.reply_to, api.ObjectResponse(
+            live_siblings(merged), api.encode_context(dvvset.join(merged))))
 
     def _read_repair(self, state: GetState) -> None:
         """Send the merged version to every replica that answered with less."""
@@ -673,7 +691,7 @@ class Node:
         if merged is None:
             return
         for node, obj in sorted(state.replies.items()):
-            if node in state.failed_nodes or obj == merged:
+            if node in state.failed_nodes or node in state.sources or obj == merged:
                 continue
             self._count("read_repairs")
             hint_for = state.hint_for.get(node, "")
@@ -957,9 +975,14 @@ class Node:
                     ErrorKind.TIMEOUT, "timeout: " + state.failure_message()))
             case GetState():
                 if not state.done:
-                    state.done = True
-                    self._reply(state.reply_to, api.ErrorResponse(
-                        ErrorKind.TIMEOUT, "timeout: " + state.failure_message()))
+                    state.sources = frozenset()  # no longer wait for a slow previous owner
+                    outcome = state.outcome()
+                    if outcome in (Outcome.SUCCESS, Outcome.NOT_FOUND):
+                        self._answer_get(state, outcome)
+                    else:
+                        state.done = True
+                        self._reply(state.reply_to, api.ErrorResponse(
+                            ErrorKind.TIMEOUT, "timeout: " + state.failure_message()))
             case ForwardState(reply_to, _deadline, coordinator):
                 self._reply(reply_to, api.ErrorResponse(
                     ErrorKind.TIMEOUT,
@@ -998,6 +1021,8 @@ class Node:
         if state.ring.owners != self.ring.owners:
             self.ring = Ring(state.ring.owners)
             self._transfer_scan_needed = True
+        if state.ring.previous != (self._previous_ring.owners if self._previous_ring else ()):
+            self._previous_ring = Ring(state.ring.previous) if state.ring.previous else None
         peers = sorted(m.name for m in state.active() if m.name != self.name)
         if peers != self.peers:
             self.peers = peers
@@ -1132,18 +1157,35 @@ class Node:
             self._transfer_candidates = [
                 p for p in range(self.ring.size)
                 if p not in owned and p not in self.transfers and self._scan(p, b"", 1)]
-        while self._transfer_candidates and len(self.transfers) < TRANSFERS_IN_FLIGHT_MAX:
-            partition = self._transfer_candidates.pop(0)
-            targets = tuple(t.node for t in primary_owners(self.ring, partition,
-                                                           self.config.n_val))
-            self.transfers[partition] = Transfer(partition, targets,
-                                                 self._keys_estimate.get(partition),
-                                                 self.now_ms)
+        self._start_transfers()
         for transfer in list(self.transfers.values()):
             if transfer.waiting and self.now_ms < transfer.deadline_ms:
                 continue
             transfer.waiting.clear()  # a batch not acknowledged in time is sent again
             self._transfer_next(transfer)
+        self._note_handoff_done()
+
+    def _start_transfers(self) -> list[Transfer]:
+        """Start transfers of candidate partitions while there are free slots."""
+        started = []
+        while self._transfer_candidates and len(self.transfers) < TRANSFERS_IN_FLIGHT_MAX:
+            partition = self._transfer_candidates.pop(0)
+            targets = tuple(t.node for t in primary_owners(self.ring, partition,
+                                                           self.config.n_val))
+            transfer = Transfer(partition, targets, self._keys_estimate.get(partition),
+                                self.now_ms)
+            self.transfers[partition] = transfer
+            started.append(transfer)
+        return started
+
+    def _note_handoff_done(self) -> None:
+        """Nothing left to hand off under this ring: say so in this node's member record,
+        so that reads stop asking it as a previous owner (gossip spreads it)."""
+        if self.transfers or self._transfer_candidates or self._transfer_scan_needed:
+            return
+        state = ms.handoff_done(self.cluster, self.name)
+        if state is not self.cluster:
+            self._apply_cluster(state, persist=True)
 
     def _transfer_next(self, transfer: Transfer) -> None:
         if self.name in transfer.targets or any(
@@ -1153,6 +1195,9 @@ class Node:
         if not page:
             del self.transfers[transfer.partition]
             self.transfers_done += 1
+            for started in self._start_transfers():  # the freed slot goes on at once
+                self._transfer_next(started)
+            self._note_handoff_done()
             return
         transfer.batch = dict(page)
         transfer.request_id = self._next_request_id
