@@ -270,14 +270,19 @@ def run_admin_membership(args: argparse.Namespace) -> int:
 
 
 def run_admin_transfers(args: argparse.Namespace) -> int:
-    """The transfers this node sends (each node streams the partitions it gave up)."""
-    status = http_json(args.node.rstrip("/") + "/admin/status")
+    """The transfers of every member (each node streams the partitions it gave up)."""
+    status = http_json(args.node.rstrip("/") + "/admin/transfers")
     transfers: list[dict[str, Any]] = status.get("transfers", [])
     if args.json:
-        print(json.dumps({"transfers": transfers}, indent=2))
+        print(json.dumps(status, indent=2))
         return 0
-    if not transfers:
-        print("no transfer pending or running on this node")
+    pending = {node: count for node, count in status.get("pending", {}).items() if count}
+    if not transfers and not pending:
+        print("no transfer pending or running")
+    for node, count in sorted(pending.items()):
+        print(f"{node}: {count} partition(s) waiting for a transfer slot")
+    for node in status.get("nodes_missing", []):
+        print(f"{node}: did not answer (down?); its transfers are not shown")
     for transfer in transfers:
         total = transfer["keys_total"]
         done = transfer["keys_done"]

@@ -151,3 +151,27 @@ def test_reads_during_a_move_ask_the_previous_owners_until_they_have_handed_off(
         got = cluster.request("a", api.GetRequest("default", "b", f"k{i}"))
         assert isinstance(got, api.ObjectResponse)
         assert [s.value for s in got.siblings] == [f"v{i}".encode()], i
+
+
+def test_admin_transfers_gathers_every_members_transfers() -> None:
+    cluster = InstantCluster(["a", "b", "c"], config=CONFIG)
+    for i in range(KEYS):
+        put = cluster.request("a", api.PutRequest("default", "b", f"k{i}",
+                                                  api.Content(b"v"), w=3))
+        assert isinstance(put, api.DoneResponse)
+    join_node(cluster, "d")
+    cluster.advance(500)
+    cluster.drop.update({("d", "a"), ("d", "b")})  # d's acks to a and b are lost
+    commit(cluster, "c")
+    cluster.advance(300)  # transfers start; those from a and b wait for d's acks
+    got = cluster.request("c", api.ClusterTransfersRequest())
+    assert isinstance(got, api.StatusResponse)
+    senders = {t["from"] for t in got.status["transfers"]}
+    assert senders == {"a", "b"}, got.status
+    assert all(t["to"] and t["state"] == "sending" for t in got.status["transfers"])
+    assert set(got.status["done"]) == {"a", "b", "c", "d"} and not got.status["nodes_missing"]
+    cluster.crash("b")
+    got = cluster.request("c", api.ClusterTransfersRequest())
+    assert isinstance(got, api.StatusResponse)
+    assert got.status["nodes_missing"] == ["b"]
+    assert {t["from"] for t in got.status["transfers"]} == {"a"}

@@ -29,6 +29,7 @@ def _report(results: list[SimResult]) -> str:
     return "\n".join(lines)
 
 
+@pytest.mark.timeout(1_200)  # ~90 s on two idle cores; a loaded machine can take 5 min
 def test_ci_sweep_of_200_seeds_across_fault_mixes() -> None:
     results = list(sweep(CI_SEEDS, 0, CI_OPTIONS, jobs=JOBS))
     assert len(results) == CI_SEEDS

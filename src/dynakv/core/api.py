@@ -200,6 +200,11 @@ class StatusRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterTransfersRequest:
+    """The ownership transfers of every member that answers (admin transfers)."""
+
+
+@dataclass(frozen=True, slots=True)
 class JoinRequest:
     """Stage the join of this node (asked of a member of the cluster to join)."""
 
@@ -251,6 +256,7 @@ Request = (
     | PreflistRequest
     | LocalGetRequest
     | StatusRequest
+    | ClusterTransfersRequest
     | JoinRequest
     | LeaveRequest
     | PlanRequest

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from dynakv.core import api, dvvset
 from dynakv.core.anti_entropy import Exchange
@@ -230,8 +231,30 @@ class HandoffState:
     obj: api.Object
 
 
+@dataclass(slots=True)
+class GatherState:
+    """A cluster-wide status query (admin transfers): the members still to answer."""
+
+    reply_to: ReplyTo
+    deadline_ms: int
+    waiting: set[str]
+    missing: list[str] = field(default_factory=list)  # members down or not answering
+    transfers: list[dict[str, Any]] = field(default_factory=list)
+    pending: dict[str, int] = field(default_factory=dict)
+    done: dict[str, int] = field(default_factory=dict)
+
+    def response(self) -> api.StatusResponse:
+        return api.StatusResponse({
+            "transfers": sorted(self.transfers, key=lambda t: (t["partition"], t["from"])),
+            "pending": dict(sorted(self.pending.items())),
+            "done": dict(sorted(self.done.items())),
+            "nodes_missing": sorted(self.missing),
+        })
+
+
 RequestState = (
     PutState | GetState | ForwardState | ListState | HandoffState | Exchange | ReapState
+    | GatherState
 )
 
 

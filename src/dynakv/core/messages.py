@@ -6,7 +6,7 @@ the node dispatches on it with an exhaustive match.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dynakv.core import api, codec, dvvset
@@ -88,6 +88,21 @@ class BucketPropsUpdate:
     bucket: str
     props: dict[str, Any] | None
     version: tuple[int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class TransfersQuery:
+    """Which ownership transfers are you sending? (admin transfers, cluster-wide)"""
+
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransfersReply:
+    request_id: int
+    transfers: tuple[dict[str, Any], ...] = field(hash=False)
+    pending: int  # partitions waiting for a transfer slot
+    done: int  # transfers finished since the node started
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +262,8 @@ Message = (
     | CommitResult
     | TransferBatch
     | TransferAck
+    | TransfersQuery
+    | TransfersReply
 )
 
 for _tag, _cls in enumerate(
@@ -259,7 +276,7 @@ for _tag, _cls in enumerate(
         AeLevel, AeLevelReply, AeSegments, AeSegmentsReply, AeRepair, AeRepairReply,
         ReapCheck, ReapVote, ReapDelete,
         ms.MemberInfo, ms.RingInfo, ms.ClusterState, GossipDigest, GossipState,
-        CommitPlan, CommitResult, TransferBatch, TransferAck,
+        CommitPlan, CommitResult, TransferBatch, TransferAck, TransfersQuery, TransfersReply,
     ),
     start=1,
 ):

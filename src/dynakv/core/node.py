@@ -29,6 +29,7 @@ from dynakv.core.buckets import BucketProps, apply_props, resolve_quorum
 from dynakv.core.coordinator import (
     ClientReplyTo,
     ForwardState,
+    GatherState,
     GetState,
     HandoffState,
     ListState,
@@ -457,6 +458,8 @@ class Node:
                 self._reply(reply_to, self._local_get(bucket_type, bucket, key))
             case api.StatusRequest():
                 self._reply(reply_to, api.StatusResponse(self.status()))
+            case api.ClusterTransfersRequest():
+                self._gather_transfers(reply_to)
             case api.JoinRequest() | api.LeaveRequest() | api.PlanRequest() | \
                     api.CommitRequest() | api.RingRequest():
                 self._membership_request(reply_to, request)
@@ -906,6 +909,16 @@ class Node:
                 self._send(sender, m.TransferAck(request_id))
             case m.TransferAck(request_id):
                 self._on_transfer_ack(sender, request_id)
+            case m.TransfersQuery(request_id):
+                self._send(sender, m.TransfersReply(
+                    request_id, tuple(self.transfers_status()),
+                    len(self._transfer_candidates), self.transfers_done))
+            case m.TransfersReply(request_id, transfers, pending, done):
+                state = self._requests.get(request_id)
+                if isinstance(state, GatherState) and sender in state.waiting:
+                    state.waiting.discard(sender)
+                    self._add_transfers(state, sender, transfers, pending, done)
+                    self._check_gather(request_id, state)
             case m.Ping(sequence):
                 self._send(sender, m.Pong(sequence))
             case m.Pong():
@@ -950,6 +963,10 @@ class Node:
             case ReapState() if node in state.waiting:
                 state.refused = True
                 self._check_reap(request_id, state)
+            case GatherState() if node in state.waiting:
+                state.waiting.discard(node)
+                state.missing.append(node)
+                self._check_gather(request_id, state)
             case ListState():
                 for partition, (peer, start) in list(state.in_flight.items()):
                     if peer == node:
@@ -1002,6 +1019,9 @@ class Node:
             case ReapState():
                 self.reaper.reaping.discard((state.partition, state.key))
                 self.reaper.refused += 1
+            case GatherState():
+                state.missing += sorted(state.waiting)
+                self._reply(state.reply_to, state.response())
         if isinstance(state, GetState):
             self._read_repair(state)
         self._finish(request_id)
@@ -1224,6 +1244,31 @@ class Node:
                 transfer.bytes_done += len(key) + len(value)
         transfer.batch = {}
         self._transfer_next(transfer)
+
+    def _gather_transfers(self, reply_to: ReplyTo) -> None:
+        """Ask every member that is up for its transfers; answer with all of them."""
+        up = self.detector.up_peers()
+        state = GatherState(reply_to, self.now_ms + self.config.request_timeout_ms,
+                            {peer for peer in self.peers if peer in up},
+                            [peer for peer in self.peers if peer not in up])
+        self._add_transfers(state, self.name, tuple(self.transfers_status()),
+                            len(self._transfer_candidates), self.transfers_done)
+        request_id = self._new_request(state)
+        for peer in sorted(state.waiting):
+            self._send(peer, m.TransfersQuery(request_id))
+        self._check_gather(request_id, state)
+
+    @staticmethod
+    def _add_transfers(state: GatherState, node: str, transfers: tuple[dict[str, Any], ...],
+                       pending: int, done: int) -> None:
+        state.transfers += [dict(transfer) for transfer in transfers]
+        state.pending[node] = pending
+        state.done[node] = done
+
+    def _check_gather(self, request_id: int, state: GatherState) -> None:
+        if not state.waiting:
+            self._reply(state.reply_to, state.response())
+            self._finish(request_id)
 
     def transfers_status(self) -> list[dict[str, object]]:
         return [transfer.status(self.name, self.now_ms)

@@ -118,6 +118,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/stats", get_stats)
     router.add_get("/admin/status", get_status)
     router.add_get("/admin/ring", get_ring)
+    router.add_get("/admin/transfers", get_transfers)
     router.add_get("/admin/plan", get_plan)
     router.add_post("/admin/join", post_join)
     router.add_post("/admin/leave", post_leave)
@@ -783,6 +784,13 @@ async def post_commit(request: web.Request) -> web.Response:
 
 async def get_status(request: web.Request) -> web.Response:
     response = expect(await service_of(request).request(api.StatusRequest()), api.StatusResponse)
+    return json_reply(response.status)
+
+
+async def get_transfers(request: web.Request) -> web.Response:
+    """Every member's ownership transfers (the node asks the others)."""
+    response = expect(await service_of(request).request(api.ClusterTransfersRequest()),
+                      api.StatusResponse)
     return json_reply(response.status)
 
 
