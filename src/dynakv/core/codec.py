@@ -9,8 +9,10 @@ values always encode to equal bytes (the Merkle trees rely on it).
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
@@ -22,6 +24,10 @@ _ENUM_EXT = 2
 _by_tag: dict[int, type[Any]] = {}
 _tag_of: dict[type[Any], int] = {}
 _field_names: dict[type[Any], tuple[str, ...]] = {}
+# Per class, the runtime types each field may hold (from its annotations): a peer's
+# message whose fields have other types is refused at decoding (PeerProtocolError),
+# so the node never handles a "ReplicaGet" whose partition is a string.
+_field_types: dict[type[Any], tuple[tuple[type[Any], ...], ...]] = {}
 _enums: dict[int, type[Enum]] = {}
 _enum_tag_of: dict[type[Enum], int] = {}
 
@@ -32,6 +38,30 @@ def register(tag: int, cls: type[Any]) -> None:
     _by_tag[tag] = cls
     _tag_of[cls] = tag
     _field_names[cls] = tuple(field.name for field in dataclasses.fields(cls))
+    hints = typing.get_type_hints(cls)
+    _field_types[cls] = tuple(_runtime_types(hints[name]) for name in _field_names[cls])
+
+
+def _runtime_types(hint: Any) -> tuple[type[Any], ...]:
+    """The classes a decoded value of annotation `hint` may be (shallow: a tuple's
+    items are not looked at; a nested dataclass checks its own fields)."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        return tuple(t for arg in typing.get_args(hint) for t in _runtime_types(arg))
+    if origin is typing.Literal:
+        return tuple({type(arg) for arg in typing.get_args(hint)})
+    if hint is Any or isinstance(hint, TypeVar):
+        return (object,)
+    if hint is None or hint is type(None):
+        return (type(None),)
+    if hint is float:
+        return (float, int)
+    cls = origin if origin is not None else hint
+    if cls in (list, tuple, frozenset, set, typing.Sequence):
+        return (tuple,)  # msgpack arrays decode to tuples
+    if isinstance(cls, type):
+        return (cls,)
+    return (object,)
 
 
 def register_enum(tag: int, cls: type[Enum]) -> None:
@@ -61,7 +91,14 @@ def _default(obj: Any) -> Any:
 def _ext_hook(code: int, data: bytes) -> Any:
     if code == _DATACLASS_EXT:
         tag, *values = msgpack.unpackb(data, use_list=False, ext_hook=_ext_hook)
-        return _by_tag[tag](*values)
+        cls = _by_tag[tag]
+        for name, allowed, value in zip(_field_names[cls], _field_types[cls], values,
+                                        strict=False):
+            if not isinstance(value, allowed):
+                raise PeerProtocolError(
+                    f"{cls.__name__}.{name}: {type(value).__name__} is not "
+                    f"{' | '.join(t.__name__ for t in allowed)}")
+        return cls(*values)
     if code == _ENUM_EXT:
         enum_tag, value = msgpack.unpackb(data, use_list=False)
         return _enums[enum_tag](value)
