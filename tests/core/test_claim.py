@@ -1,4 +1,5 @@
-"""The claim: balance by weight, neighbour spread, minimal movement, determinism."""
+"""The claim: distinct nodes, then distinct zones, then weight, then least movement
+(core/claim.py's order of precedence); determinism."""
 
 from __future__ import annotations
 
@@ -8,48 +9,53 @@ from collections import Counter
 from collections.abc import Sequence
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from dynakv.core.claim import Member, claim, quotas
+from dynakv.core.claim import Member, claim, quotas, shares, violations, windows
+from dynakv.core.ring import Ring, primary_owners
 
-ring_sizes = st.integers(3, 10).map(lambda exponent: 1 << exponent)
+ring_sizes = st.integers(3, 9).map(lambda exponent: 1 << exponent)
 n_vals = st.integers(1, 5)
 
 
 @st.composite
-def member_lists(draw: st.DrawFn, min_size: int = 1, max_size: int = 20) -> list[Member]:
+def member_lists(draw: st.DrawFn, min_size: int = 1, max_size: int = 20,
+                 zones: int = 0) -> list[Member]:
     count = draw(st.integers(min_size, max_size))
     weights = draw(st.lists(st.integers(1, 4), min_size=count, max_size=count))
     # Names that do not sort like their index, so tie-breaking by name is exercised.
     names = draw(st.lists(st.text("abcdefgh", min_size=1, max_size=4), min_size=count,
                           max_size=count, unique=True))
-    return [Member(name, weight) for name, weight in zip(names, weights, strict=True)]
+    zone_names = draw(st.lists(st.sampled_from("pqrstu"[:zones] or [""]), min_size=count,
+                               max_size=count))
+    return [Member(name, weight, zone)
+            for name, weight, zone in zip(names, weights, zone_names, strict=True)]
 
 
-def share(ring_size: int, members: Sequence[Member], name: str) -> float:
-    total = sum(member.weight for member in members)
-    weight = next(member.weight for member in members if member.name == name)
-    return ring_size * weight / total
-
-
-def check_balanced(owners: Sequence[str], ring_size: int, members: Sequence[Member]) -> None:
-    assert len(owners) == ring_size
-    counts = Counter(owners)
-    assert set(counts) <= {member.name for member in members}
+def caps_hold(ring_size: int, members: Sequence[Member], n_val: int) -> bool:
+    """Do the quotas fit under rules 1 and 2's caps (so both rules can hold)?"""
+    node_window, zone_window = windows(members, n_val)
+    quota = quotas(ring_size, members, None, n_val)
+    zone_totals = Counter[str]()
     for member in members:
-        assert abs(counts[member.name] - share(ring_size, members, member.name)) < 1, member
+        zone_totals[member.zone] += quota[member.name]
+    return (max(quota.values()) <= ring_size // node_window
+            and max(zone_totals.values()) <= ring_size // zone_window)
 
 
-def neighbour_clashes(owners: Sequence[str], n_val: int) -> list[tuple[int, int]]:
-    """(i, d): partition i has the same owner as partition i + d, 0 < d < n_val (wrapping)."""
-    size = len(owners)
-    return [
-        (index, offset)
-        for index in range(size)
-        for offset in range(1, n_val)
-        if owners[index] == owners[(index + offset) % size]
-    ]
+def zone_totals(owners: Sequence[str], members: Sequence[Member]) -> Counter[str]:
+    zone_of = {member.name: member.zone for member in members}
+    return Counter(zone_of[owner] for owner in owners)
+
+
+def tight(ring_size: int, members: Sequence[Member], n_val: int) -> bool:
+    """Does a node own exactly its cap? Then its layout is forced (it owns every W-th
+    partition): the claim's greedy layout and swaps may leave a repeat at the wrap
+    (a known limit, docs/architecture.md) and fixing it may move much of the ring."""
+    node_window, _ = windows(members, n_val)
+    owners = claim(ring_size, members, n_val)
+    return node_window > 1 and max(Counter(owners).values()) >= ring_size // node_window
 
 
 def moved(before: Sequence[str], after: Sequence[str]) -> list[int]:
@@ -57,59 +63,174 @@ def moved(before: Sequence[str], after: Sequence[str]) -> list[int]:
             if old != new]
 
 
-# --- balance ----------------------------------------------------------------------------
+def gains(before: Sequence[str], after: Sequence[str]) -> int:
+    """The least movement any claim could make between these counts."""
+    old, new = Counter(before), Counter(after)
+    return sum(max(0, new[name] - old[name]) for name in new)
 
 
-@settings(max_examples=100)
-@given(ring_sizes, member_lists())
-def test_quotas_are_within_one_of_the_share(ring_size: int, members: list[Member]) -> None:
-    quota = quotas(ring_size, members)
+# --- rule 3: weight ---------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(ring_sizes, member_lists(zones=4), n_vals)
+def test_quotas_are_within_one_of_the_fair_share(
+    ring_size: int, members: list[Member], n_val: int
+) -> None:
+    quota = quotas(ring_size, members, None, n_val)
+    fair = shares(ring_size, members, n_val)
     assert sum(quota.values()) == ring_size
+    assert math.isclose(sum(fair.values()), ring_size)
     for member in members:
-        exact = share(ring_size, members, member.name)
-        assert math.floor(exact) <= quota[member.name] <= math.ceil(exact)
+        assert math.floor(fair[member.name] + 1e-9) <= quota[member.name]
+        assert quota[member.name] <= math.ceil(fair[member.name] - 1e-9)
+    # A heavier node of a zone never gets less than a lighter one of the same zone.
+    for a in members:
+        for b in members:
+            if a.zone == b.zone and a.weight > b.weight:
+                assert fair[a.name] >= fair[b.name]
 
 
-@settings(max_examples=80)
+@settings(max_examples=100, deadline=None)
 @given(ring_sizes, member_lists(), n_vals)
-def test_claim_is_balanced_by_weight(ring_size: int, members: list[Member], n_val: int) -> None:
+def test_shares_are_proportional_to_weight_when_no_cap_binds(
+    ring_size: int, members: list[Member], n_val: int
+) -> None:
+    total = sum(member.weight for member in members)
+    node_window, _ = windows(members, n_val)
+    assume(all(ring_size * m.weight / total <= ring_size // node_window for m in members))
     owners = claim(ring_size, members, n_val)
-    check_balanced(owners, ring_size, members)
+    counts = Counter(owners)
+    for member in members:
+        assert abs(counts[member.name] - ring_size * member.weight / total) < 1, member
+
+
+@settings(max_examples=80, deadline=None)
+@given(ring_sizes, member_lists(zones=5), n_vals)
+def test_claim_owns_the_quotas(ring_size: int, members: list[Member], n_val: int) -> None:
+    owners = claim(ring_size, members, n_val)
+    assert len(owners) == ring_size
     assert Counter(owners) == {name: count for name, count in
-                               quotas(ring_size, members).items() if count}
+                               quotas(ring_size, members, None, n_val).items() if count}
 
 
-@settings(max_examples=40)
-@given(st.integers(3, 8).map(lambda exponent: 1 << exponent), member_lists(), n_vals,
+@settings(max_examples=40, deadline=None)
+@given(st.integers(3, 8).map(lambda exponent: 1 << exponent), member_lists(zones=4), n_vals,
        st.data())
-def test_claim_from_any_current_ring_is_balanced(
+def test_claim_from_any_current_ring_owns_the_quotas(
     ring_size: int, members: list[Member], n_val: int, data: st.DataObject
 ) -> None:
     names = [member.name for member in members] + ["gone1", "gone2"]
     current = data.draw(st.lists(st.sampled_from(names), min_size=ring_size,
                                  max_size=ring_size))
-    check_balanced(claim(ring_size, members, n_val, current), ring_size, members)
+    owners = claim(ring_size, members, n_val, current)
+    held = Counter(owner for owner in current if owner != "gone1" and owner != "gone2")
+    assert Counter(owners) == {name: count for name, count in
+                               quotas(ring_size, members, held, n_val).items() if count}
+
+
+# --- rules 1 and 2: distinct nodes, distinct zones --------------------------------------
+
+
+def check_preference_lists(owners: Sequence[str], members: Sequence[Member],
+                           n_val: int) -> None:
+    """Every key's N primary replicas are the owners of N consecutive partitions: N
+    distinct nodes, in distinct zones when there are at least N zones."""
+    ring = Ring(tuple(owners))
+    zone_of = {member.name: member.zone for member in members}
+    zones = len(set(zone_of.values()))
+    for partition in range(ring.size):
+        primaries = primary_owners(ring, partition, n_val)
+        if len(members) > n_val:
+            assert [t.partition for t in primaries] == [
+                (partition + step) % ring.size for step in range(n_val)]
+        else:
+            assert len(primaries) == len(members)
+        if zones >= n_val:
+            assert len({zone_of[t.node] for t in primaries}) == n_val
+
+
+@settings(max_examples=150, deadline=None)
+@given(ring_sizes, member_lists(), n_vals)
+def test_preference_lists_are_distinct_nodes_whenever_the_caps_allow(
+    ring_size: int, members: list[Member], n_val: int
+) -> None:
+    assume(caps_hold(ring_size, members, n_val))
+    owners = claim(ring_size, members, n_val)
+    assert violations(owners, members, n_val) == []
+    check_preference_lists(owners, members, n_val)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ring_sizes, member_lists(min_size=3, zones=5), st.integers(2, 4))
+def test_preference_lists_span_distinct_zones_whenever_the_caps_allow(
+    ring_size: int, members: list[Member], n_val: int
+) -> None:
+    assume(len({m.zone for m in members}) >= n_val and caps_hold(ring_size, members, n_val))
+    owners = claim(ring_size, members, n_val)
+    assert violations(owners, members, n_val) == []
+    check_preference_lists(owners, members, n_val)
+
+
+@pytest.mark.parametrize("nodes", [3, 5])
+def test_too_few_laps_leave_one_repeat_at_the_wrap(nodes: int) -> None:
+    # 64 partitions cannot be cut into laps of 3 distinct nodes (or zones): one window
+    # must repeat, and only that one.
+    members = [Member(f"n{i}", 1, f"z{i % 3}") for i in range(nodes)]
+    owners = claim(64, members, 3)
+    assert 0 < len(violations(owners, members, 3)) <= 2
+
+
+def test_neighbours_distinct_where_the_quotas_allow() -> None:
+    members = [Member("a", 1), Member("b", 1), Member("c", 2)]
+    # Quotas a=2, b=2, c=4; "c a c b c a c b" has no equal neighbours on the circle.
+    assert quotas(8, members, None, 2) == {"a": 2, "b": 2, "c": 4}
+    owners = claim(8, members, 2)
+    assert Counter(owners) == {"a": 2, "b": 2, "c": 4}
+    assert violations(owners, members, 2) == []
+
+
+def test_distinct_nodes_come_before_weight() -> None:
+    # Three nodes for N = 2: a node owning more than every other partition would hold
+    # two replicas of some key, so weight 8 buys at most half the ring.
+    members = [Member("a", 8), Member("b", 1), Member("c", 1)]
+    assert Counter(claim(8, members, 2)) == {"a": 4, "b": 2, "c": 2}
+    # N nodes or fewer: every key is on all of them as long as each owns a partition.
+    assert Counter(claim(8, [Member("a", 20), Member("b", 1)], 2)) == {"a": 7, "b": 1}
+    # With N = 1 there is no neighbour rule and weight rules.
+    assert Counter(claim(8, [Member("a", 3), Member("b", 1)], 1)) == {"a": 6, "b": 2}
+
+
+def test_distinct_zones_come_before_weight() -> None:
+    members = [Member("a", 4, "p"), Member("b", 1, "q"), Member("c", 1, "r"),
+               Member("d", 1, "r")]
+    owners = claim(64, members, 3)
+    # Three zones for N = 3: each zone gets a third (64 = 21 + 21 + 22), whatever the weights.
+    zone_totals = Counter({"p": 0, "q": 0, "r": 0})
+    for owner in owners:
+        zone_totals[{"a": "p", "b": "q", "c": "r", "d": "r"}[owner]] += 1
+    assert sorted(zone_totals.values()) == [21, 21, 22]
+    assert len(violations(owners, members, 3)) <= 2
 
 
 # --- determinism ------------------------------------------------------------------------
 
 
-@settings(max_examples=50)
-@given(ring_sizes, member_lists(), n_vals, st.randoms(use_true_random=False))
+@settings(max_examples=50, deadline=None)
+@given(ring_sizes, member_lists(zones=4), n_vals, st.randoms(use_true_random=False))
 def test_claim_is_deterministic_and_ignores_member_order(
     ring_size: int, members: list[Member], n_val: int, rng: random.Random
 ) -> None:
     owners = claim(ring_size, members, n_val)
-    assert claim(ring_size, list(members), n_val) == owners
     shuffled = list(members)
     rng.shuffle(shuffled)
     # Every node computes the same ring, whatever order it learnt the members in.
     assert claim(ring_size, shuffled, n_val) == owners
-    assert quotas(ring_size, shuffled) == quotas(ring_size, members)
+    assert quotas(ring_size, shuffled, None, n_val) == quotas(ring_size, members, None, n_val)
 
 
-@settings(max_examples=50)
-@given(ring_sizes, member_lists(), n_vals)
+@settings(max_examples=50, deadline=None)
+@given(ring_sizes, member_lists(zones=4), n_vals)
 def test_claim_of_an_unchanged_cluster_moves_nothing(
     ring_size: int, members: list[Member], n_val: int
 ) -> None:
@@ -124,144 +245,96 @@ def test_claim_refuses_bad_members() -> None:
         quotas(8, [])
     with pytest.raises(ValueError):
         claim(8, [], 3)
+    with pytest.raises(ValueError):
+        claim(8, [Member("a"), Member("a")], 3)
 
 
 def test_claim_example() -> None:
-    assert claim(8, [Member("a"), Member("b"), Member("c"), Member("d")], 3) == (
-        "a", "b", "c", "d", "a", "b", "c", "d"
-    )
-    assert Counter(claim(8, [Member("a", 3), Member("b", 1)], 2)) == {"a": 6, "b": 2}
+    members = [Member("a"), Member("b"), Member("c"), Member("d")]
+    owners = claim(8, members, 3)
+    assert Counter(owners) == {"a": 2, "b": 2, "c": 2, "d": 2}
+    assert violations(owners, members, 3) == []
+    # Pinned: a change of the claim changes every new cluster's ring.
+    assert owners == ("a", "c", "b", "d", "a", "b", "c", "d")
 
 
-# --- minimal movement -------------------------------------------------------------------
+# --- rule 4: least movement -------------------------------------------------------------
 
 
-@settings(max_examples=60)
-@given(ring_sizes, member_lists(max_size=19), n_vals, st.integers(1, 4))
-def test_adding_a_node_moves_only_what_the_quotas_require(
-    ring_size: int, members: list[Member], n_val: int, weight: int
+# Movement is checked for N up to 3 (the default) and rings of 16 N partitions per node
+# or more: with fewer, or wider windows and weights near the caps, the swaps that keep
+# rules 1-2 can fail and the claim falls back to a fresh layout (rules 1-2 before rule
+# 4), which moves most partitions (docs/architecture.md, "The claim").
+def movement_bound(ideal: int) -> int:
+    """On these small rings (8 to 512 partitions), at most 1.25 times the ideal, or one
+    swap (two partitions) more; the sized test below holds realistic rings to 1.1."""
+    return max(math.ceil(1.25 * ideal), ideal + 2)
+
+
+@settings(max_examples=80, deadline=None)
+@given(ring_sizes, member_lists(max_size=19, zones=4), st.integers(1, 3), st.integers(1, 4),
+       st.sampled_from("pqrs"))
+def test_a_join_moves_about_what_the_quotas_require(
+    ring_size: int, members: list[Member], n_val: int, weight: int, zone: str
 ) -> None:
     before = claim(ring_size, members, n_val)
-    joiner = Member("joiner", weight)
-    after = claim(ring_size, [*members, joiner], n_val, before)
-    check_balanced(after, ring_size, [*members, joiner])
+    grown = [*members, Member("joiner", weight, zone)]
+    after = claim(ring_size, grown, n_val, before)
     old, new = Counter(before), Counter(after)
-    gains = {name: new[name] - old[name] for name in new if new[name] > old[name]}
-    changed = moved(before, after)
-    # Only the gains move: nothing is reshuffled among nodes that keep their count.
-    assert len(changed) == sum(gains.values())
-    assert all(after[index] in gains for index in changed)
-    # The joiner takes its quota (given the current holdings); an old node gains at
-    # most one, by rounding.
-    assert new["joiner"] == quotas(ring_size, [*members, joiner], old)["joiner"]
-    assert all(gain == 1 for name, gain in gains.items() if name != "joiner")
-    assert len(changed) <= new["joiner"] + len(members)
+    assert new["joiner"] == quotas(ring_size, grown, old, n_val)["joiner"]
+    # Tiny rings (a few partitions per node) can be too tight for the swaps that keep
+    # rules 1-2 local; the sized test below covers realistic rings.
+    assume(ring_size >= 4 * n_val * len(grown))
+    assume(caps_hold(ring_size, grown, n_val) and not violations(before, members, n_val))
+    assume(not tight(ring_size, grown, n_val))  # a node at its cap: see `tight`
+    assert violations(after, grown, n_val) == []
+    # When zone totals change under the zone rule, zones must re-interleave: that can
+    # move several times the ideal (docs/scale.md measures it); rule 2 comes first.
+    if ring_size >= 16 * n_val * len(members) and zone_totals(before, members) == zone_totals(
+            after, grown):
+        assert len(moved(before, after)) <= movement_bound(gains(before, after))
 
 
-@settings(max_examples=60)
-@given(ring_sizes, member_lists(min_size=2), n_vals, st.data())
-def test_removing_a_node_moves_its_partitions_and_what_rounding_requires(
+@settings(max_examples=80, deadline=None)
+@given(ring_sizes, member_lists(min_size=2, zones=4), st.integers(1, 3), st.data())
+def test_a_leave_moves_about_what_the_quotas_require(
     ring_size: int, members: list[Member], n_val: int, data: st.DataObject
 ) -> None:
     before = claim(ring_size, members, n_val)
     leaver = data.draw(st.sampled_from(members))
     rest = [member for member in members if member is not leaver]
     after = claim(ring_size, rest, n_val, before)
-    check_balanced(after, ring_size, rest)
     assert leaver.name not in after
-    old, new = Counter(before), Counter(after)
-    changed = moved(before, after)
-    losses = sum(max(0, old[member.name] - new[member.name]) for member in rest)
-    assert len(changed) == old[leaver.name] + losses
-    # Every moved partition belonged to the leaver or to a node above its new quota.
-    for index in changed:
-        assert before[index] == leaver.name or new[before[index]] < old[before[index]]
-    # A remaining node loses at most one, by rounding.
-    assert all(old[m.name] - new[m.name] <= 1 for m in rest)
+    assume(ring_size >= 4 * n_val * len(members))
+    assume(caps_hold(ring_size, rest, n_val) and not violations(before, members, n_val))
+    assume(not tight(ring_size, rest, n_val))  # a node at its cap: see `tight`
+    assert violations(after, rest, n_val) == []
+    # When zone totals change under the zone rule, zones must re-interleave: that can
+    # move several times the ideal (docs/scale.md measures it); rule 2 comes first.
+    if ring_size >= 16 * n_val * len(members) and zone_totals(before, members) == zone_totals(
+            after, rest):
+        assert len(moved(before, after)) <= movement_bound(gains(before, after))
 
 
-def test_adding_a_node_never_moves_partitions_between_old_nodes() -> None:
-    members = [Member("n0", 3), Member("n1", 1), Member("n2", 4), Member("n3", 3),
-               Member("n4", 4)]
-    before = claim(8, members, 3)
-    assert before == ("n0", "n2", "n3", "n4", "n0", "n2", "n3", "n4")
-    grown = [*members, Member("z", 1)]
-    # The current counts (z: 0) are already within one of every new share, so the
-    # minimal movement is none at all.
-    check_balanced(before, 8, grown)
-    after = claim(8, grown, 3, before)
-    # Actual: partition 6 moves from n3 to n1, and z gets nothing.
-    assert moved(before, after) == []
-
-
-def test_removing_a_node_moves_only_its_partitions_when_rounding_allows() -> None:
-    members = [Member("n0", 3), Member("n1", 4), Member("n2", 4), Member("n3", 1),
-               Member("n4", 3), Member("n5", 2)]
-    before = claim(8, members, 3)
-    assert before == ("n1", "n2", "n0", "n1", "n2", "n3", "n4", "n5")
-    rest = members[:5]
-    # Giving n5's one partition (7) to n0 keeps everyone within one of the new share.
-    minimal = (*before[:7], "n0")
-    check_balanced(minimal, 8, rest)
-    after = claim(8, rest, 3, before)
-    # Actual: partitions 5 (n3 -> n0) and 7 (n5 -> n4) move: two instead of one.
-    assert moved(before, after) == [7]
-
-
-# --- neighbours -------------------------------------------------------------------------
-
-
-@settings(max_examples=80)
-@given(st.integers(1, 20), ring_sizes, n_vals)
-def test_equal_weights_dividing_the_ring_never_share_neighbours(
-    count: int, ring_size: int, n_val: int
+@pytest.mark.parametrize(("nodes", "ring_size", "zones"),
+                         [(10, 1024, 1), (32, 4096, 3), (100, 8192, 3), (100, 8192, 1)])
+def test_joins_and_leaves_at_size_move_the_ideal_and_keep_the_rules(
+    nodes: int, ring_size: int, zones: int
 ) -> None:
-    if ring_size % count or count < n_val:
-        return
-    members = [Member(f"node{index:02d}") for index in range(count)]
-    assert neighbour_clashes(claim(ring_size, members, n_val), n_val) == []
-
-
-@settings(max_examples=80)
-@given(st.integers(1, 20), ring_sizes, n_vals)
-def test_equal_weights_share_neighbours_only_at_the_wrap(
-    count: int, ring_size: int, n_val: int
-) -> None:
-    if ring_size < count or count < n_val:
-        return
-    members = [Member(f"node{index:02d}") for index in range(count)]
-    clashes = neighbour_clashes(claim(ring_size, members, n_val), n_val)
-    # Only where the last lap meets partition 0 can the counts not be spread evenly.
-    assert all(index >= ring_size - count - n_val for index, _ in clashes)
-    assert len(clashes) <= (n_val - 1) ** 2
-
-
-@settings(max_examples=50)
-@given(member_lists(min_size=3), st.integers(5, 10).map(lambda exponent: 1 << exponent))
-def test_weighted_neighbours_rarely_clash(members: list[Member], ring_size: int) -> None:
-    n_val = 3
-    quota = quotas(ring_size, members)
-    if max(quota.values()) > ring_size // n_val or ring_size < 4 * len(members):
-        return  # the quotas force clashes
-    owners = claim(ring_size, members, n_val)
-    windows = sum(
-        1 for index in range(ring_size)
-        if len({owners[(index + offset) % ring_size] for offset in range(n_val)}) < n_val
-    )
-    assert windows <= ring_size // 4
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="claim._pick is greedy and ignores the wrap-around: it can leave equal "
-    "neighbours where the quotas allow none (claim.py rule 2)",
-)
-def test_neighbours_distinct_where_the_quotas_allow() -> None:
-    members = [Member("a", 1), Member("b", 1), Member("c", 2)]
-    # Quotas a=2, b=2, c=4; "c a c b c a c b" has no equal neighbours on the circle.
-    possible = ("c", "a", "c", "b", "c", "a", "c", "b")
-    assert Counter(possible) == quotas(8, members)
-    assert neighbour_clashes(possible, 2) == []
-    owners = claim(8, members, 2)
-    # Actual: ("c", "a", "c", "b", "c", "a", "b", "c"): partitions 7 and 0 are both c.
-    assert neighbour_clashes(owners, 2) == []
+    rng = random.Random(nodes * zones)
+    members = [Member(f"n{i:03d}", rng.choice([1, 1, 2, 4]), f"z{i % zones}")
+               for i in range(nodes)]
+    owners = claim(ring_size, members, 3)
+    base = len(violations(owners, members, 3))
+    assert base <= 4  # 2^k partitions in laps of 3: a repeat or two at the wrap at most
+    joiner = Member("joiner", 2, "z1" if zones > 1 else "")
+    grown = claim(ring_size, [*members, joiner], 3, owners)
+    assert len(violations(grown, [*members, joiner], 3)) <= base
+    ideal = gains(owners, grown)
+    if zones == 1:  # with 3 zones for N = 3 the joiner's zone keeps its third
+        assert abs(ideal - ring_size * 2 / (sum(m.weight for m in members) + 2)) <= 1
+    assert len(moved(owners, grown)) <= math.ceil(1.1 * ideal)
+    leaver = members[nodes // 2]
+    shrunk = claim(ring_size, [m for m in members if m is not leaver], 3, owners)
+    assert len(violations(shrunk, [m for m in members if m is not leaver], 3)) <= base
+    assert len(moved(owners, shrunk)) <= math.ceil(1.1 * gains(owners, shrunk))

@@ -162,13 +162,13 @@ def test_enough_nodes_give_n_distinct_replicas(ring_and_partition: tuple[Ring, i
     assert len({target.node for target in targets}) == n
 
 
-def test_heavy_weights_can_leave_fewer_owners_than_members() -> None:
-    # Documented consequence of rule 1 (within one of the share): a light node may get
-    # no partition at all, so three members can give only two distinct replicas.
+def test_heavy_weights_never_leave_fewer_replicas_than_members() -> None:
+    # The claim's rule 1 (distinct nodes) comes before weight: a light node still owns a
+    # partition, so three members always give three distinct replicas.
     members = [Member("a", 1), Member("b", 1), Member("c", 20)]
     ring = Ring(claim(8, members, 3))
-    assert len(ring.nodes()) == 2
-    assert len(preference_list(ring, 0, 3)) == 2
+    assert len(ring.nodes()) == 3
+    assert all(len(preference_list(ring, p, 3)) == 3 for p in range(ring.size))
 
 
 @st.composite
