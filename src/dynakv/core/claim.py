@@ -79,7 +79,7 @@ def _node_shares(total: float, inside: Sequence[Member], caps: Mapping[str, int]
 def _waterfill(total: float, weights: Mapping[str, float], caps: Mapping[str, float]
                ) -> dict[str, float]:
     """Shares of `total` proportional to weight, none above its cap; if the caps cannot
-    hold the total, every share is its cap plus the excess shared by weight."""
+    hold the total, every share is its cap plus an equal part of the excess."""
     result: dict[str, float] = {}
     active = sorted(weights)
     left = total
@@ -94,8 +94,9 @@ def _waterfill(total: float, weights: Mapping[str, float], caps: Mapping[str, fl
             result[k] = caps[k]
             left -= caps[k]
         active = [k for k in active if k not in capped]
-    weight = sum(weights.values())
-    return {k: result[k] + max(0.0, left) * weights[k] / weight for k in weights}
+    # The few partitions the caps cannot hold are shared equally, not by weight, so that
+    # which zone gets them (ties go by name) does not change when weights change.
+    return {k: result[k] + max(0.0, left) / len(weights) for k in weights}
 
 
 def _round(total: int, exact: Mapping[str, float], held: Mapping[str, int]) -> dict[str, int]:
