@@ -487,11 +487,6 @@ def test_joins_under_writes_hand_off_and_follow_weights(tmp_path: Path, keys: in
         cluster.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the leaver never learns the commit: the committed state marks it removed at once, "
-    "so the others drop it from their peers and every message to it, the gossip that "
-    "would carry the new ring included ('message for unknown peer dropped'); it keeps "
-    "its old ring and its data and never hands off"))
 def test_a_leave_under_writes_hands_off_everything(tmp_path: Path) -> None:
     lap = Laps()
     cluster = ProcessCluster(tmp_path, size=4)

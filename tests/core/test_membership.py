@@ -110,9 +110,19 @@ def test_a_leave_hands_the_leavers_partitions_to_the_others() -> None:
     proposed = ms.plan(state)
     assert "n2" not in proposed.owners
     assert all(old == "n2" for _, old, _ in proposed.moves)
-    state = ms.commit(state, proposed, ms.claimant(state))
-    assert state.member("n2") is not None
-    assert state.member("n2").status is ms.Status.REMOVED  # type: ignore[union-attr]
+    committed = ms.commit(state, proposed, ms.claimant(state))
+    leaver = committed.member("n2")
+    # It stays a member (others keep talking to it) until it has handed its data off.
+    assert leaver is not None and leaver.status is ms.Status.EXITING
+    assert "n2" in {m.name for m in committed.active()}
+    assert "n2" in ms.handing_off(committed)
+    done = ms.handoff_done(committed, "n2")
+    assert done.member("n2").status is ms.Status.REMOVED  # type: ignore[union-attr]
+    assert "n2" not in {m.name for m in done.active()}
+    assert ms.merge(committed, done) == ms.merge(done, committed) == done
+    # A leaver the claimant sees down (admin remove of a dead node) is removed at once.
+    removed = ms.commit(state, proposed, ms.claimant(state), down=["n2"])
+    assert removed.member("n2").status is ms.Status.REMOVED  # type: ignore[union-attr]
 
 
 def test_states_of_two_clusters_never_merge() -> None:

@@ -90,6 +90,10 @@ def test_a_leave_streams_the_leavers_partitions_away_before_they_are_dropped() -
     cluster.advance(3_000)
     assert "d" not in cluster.nodes["a"].ring.owners
     assert sum(keys_on(cluster, "d", p) for p in range(16)) == 0
+    for name in "abcd":  # the leaver said it was done; every node knows it is gone
+        leaver = cluster.nodes[name].cluster.member("d")
+        assert leaver is not None and leaver.status is ms.Status.REMOVED, name
+    assert all("d" not in cluster.nodes[name].peers for name in "abc")
     for i in range(KEYS):
         got = cluster.request("b", api.GetRequest("default", "b", f"k{i}", r=3))
         assert isinstance(got, api.ObjectResponse)

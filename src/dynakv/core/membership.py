@@ -17,7 +17,9 @@ State (a join-semilattice: `merge` is commutative, associative and idempotent):
 Staging, as Riak's `cluster join / leave / plan / commit`: a join or leave marks the
 member JOINING or LEAVING; `plan` shows the claim that would follow (the partitions
 that move); `commit` has the claimant apply it: a new ring version, joiners VALID,
-leavers REMOVED once they own nothing.
+leavers EXITING (they own nothing, stay members and hand their data off; each marks
+itself REMOVED once its handoff is done) or, for a leaver the claimant sees down
+(`admin remove` of a dead node), REMOVED at once.
 
 Clusters have an id drawn at their founding: a node started alone founds its own
 cluster, and takes another cluster's state only when that cluster staged it as a
@@ -41,12 +43,14 @@ from dynakv.core.claim import Member, claim
 class Status(Enum):
     JOINING = "joining"
     VALID = "valid"
-    LEAVING = "leaving"
+    LEAVING = "leaving"  # staged to leave
+    EXITING = "exiting"  # left the ring (committed), still handing its data off
     REMOVED = "removed"
 
 
 # In a version tie, the record with the later status in this order wins.
-_STATUS_RANK = {Status.JOINING: 0, Status.VALID: 1, Status.LEAVING: 2, Status.REMOVED: 3}
+_STATUS_RANK = {Status.JOINING: 0, Status.VALID: 1, Status.LEAVING: 2, Status.EXITING: 3,
+                Status.REMOVED: 4}
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +216,12 @@ class StalePlan(Exception):
     """A commit of a plan computed against an older ring: plan again."""
 
 
-def commit(state: ClusterState, committed: Plan, actor: str) -> ClusterState:
-    """The claimant applies a plan: a new ring version; joiners become valid and
-    leavers removed. Refused unless `actor` is the claimant and the plan is current."""
+def commit(state: ClusterState, committed: Plan, actor: str,
+           down: Iterable[str] = ()) -> ClusterState:
+    """The claimant applies a plan: a new ring version; joiners become valid, leavers
+    exiting (removed at once if in `down`, the claimant's view: a dead node has no data
+    to hand off). Refused unless `actor` is the claimant and the plan is current."""
+    down = set(down)
     if actor != claimant(state):
         raise ValueError(f"only the claimant ({claimant(state)}) commits plans")
     if committed.base_version != state.ring.version:
@@ -225,18 +232,21 @@ def commit(state: ClusterState, committed: Plan, actor: str) -> ClusterState:
         if info.status is Status.JOINING:
             info = _bump(info, status=Status.VALID)
         elif info.status is Status.LEAVING:
-            info = _bump(info, status=Status.REMOVED)
+            info = _bump(info, status=Status.REMOVED if info.name in down else Status.EXITING)
         members.append(info)
     ring = RingInfo(state.ring.version + 1, committed.owners, actor, state.ring.owners)
     return replace(state, members=tuple(members), ring=ring)
 
 
 def handoff_done(state: ClusterState, name: str) -> ClusterState:
-    """`name` has handed off every partition it no longer owns under the current ring."""
+    """`name` has handed off every partition it no longer owns under the current ring;
+    an exiting member is then removed."""
     info = state.member(name)
-    if info is None or info.handoff_version >= state.ring.version:
+    if info is None or (info.handoff_version >= state.ring.version
+                        and info.status is not Status.EXITING):
         return state
-    return _with_member(state, _bump(info, handoff_version=state.ring.version))
+    status = Status.REMOVED if info.status is Status.EXITING else info.status
+    return _with_member(state, _bump(info, handoff_version=state.ring.version, status=status))
 
 
 def handing_off(state: ClusterState) -> set[str]:

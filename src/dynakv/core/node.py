@@ -1158,7 +1158,8 @@ class Node:
             return ("the plan does not match the changes staged at the claimant "
                     f"({self.name}): plan again")
         try:
-            state = ms.commit(self.cluster, ms.Plan(base_version, tuple(owners), ()), self.name)
+            state = ms.commit(self.cluster, ms.Plan(base_version, tuple(owners), ()), self.name,
+                              down=self.detector.down_peers())
         except ms.StalePlan as error:
             return str(error)
         self._apply_cluster(state, persist=True)
