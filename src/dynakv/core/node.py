@@ -300,6 +300,7 @@ class Node:
 
     def _store_object(self, partition: int, key: bytes, obj: api.Object) -> None:
         self._write(partition, key, m.encode_object(obj))
+        self._hand_off_stray(partition, key)
         row = tombstone_row(partition, key)
         values = dvvset.values(obj)
         if values and all(value.deleted for value in values):
@@ -307,6 +308,14 @@ class Node:
             self._write(TOMBSTONES_PARTITION, row, written.to_bytes(8, "big"))
         elif self._read(TOMBSTONES_PARTITION, row) is not None:
             self._write(TOMBSTONES_PARTITION, row, None)
+
+    def _hand_off_stray(self, partition: int, key: bytes) -> None:
+        """A key stored in a partition owned elsewhere, that no hint covers (a write or a
+        repair from a node whose ring is older than ours) is handed off like the rest,
+        even when this partition's transfer has finished already."""
+        if partition not in self._owned and partition not in self.transfers and (
+                partition not in self._transfer_candidates) and not self._hinted(partition, key):
+            self._transfer_candidates.append(partition)
 
     def _scan(self, partition: int, start: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         """Storage scan with this node's own pending writes laid over it."""
@@ -1041,6 +1050,10 @@ class Node:
         if state.ring.owners != self.ring.owners:
             self.ring = Ring(state.ring.owners)
             self._transfer_scan_needed = True
+            # Transfers under way go to the old ring's owners (one may have left, and
+            # would be waited for forever): the rescan starts them again for the new
+            # owners; a late acknowledgement of a batch sent before is ignored.
+            self.transfers.clear()
         if state.ring.previous != (self._previous_ring.owners if self._previous_ring else ()):
             self._previous_ring = Ring(state.ring.previous) if state.ring.previous else None
         peers = sorted(m.name for m in state.active() if m.name != self.name)
@@ -1341,6 +1354,9 @@ class Node:
             return
         self._next_handoff_ms = self.now_ms + self.config.handoff_interval_ms
         for target in sorted(self.hints.counts):
+            if target not in self.peers:
+                self._forget_hints(target)
+                continue
             if not self.detector.is_up(target) or not self.hints.due(target, self.now_ms):
                 continue
             prefix = target_prefix(target)
@@ -1359,6 +1375,20 @@ class Node:
                 request_id = self._new_request(state)
                 self.hints.in_flight[target] = self.hints.in_flight.get(target, 0) + 1
                 self._send(target, m.ReplicaPut(request_id, partition, key, obj))
+
+    def _forget_hints(self, target: str) -> None:
+        """`target` left the cluster: its hints can never be delivered, so they go (a
+        batch a round). The copies stay: ownership handoff (a rescan) streams those of
+        partitions this node does not own to their current owners, like any key here."""
+        prefix = target_prefix(target)
+        rows = [row for row, _ in self._scan(HINTS_PARTITION, prefix, HANDOFF_BATCH_MAX)
+                if row.startswith(prefix)]
+        for row in rows:
+            self._write(HINTS_PARTITION, row, None)
+            self.hints.remove(target)
+        if not rows:
+            self.hints.counts.pop(target, None)
+        self._transfer_scan_needed = True
 
     def _handoff_done(self, request_id: int, state: HandoffState, error: str) -> None:
         self._finish(request_id)

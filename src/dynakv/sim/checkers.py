@@ -19,7 +19,9 @@ stored object for it: what a read of every replica (fallbacks included) returns.
    exactly the version set of the union (so the primaries are identical, and no
    fallback holds a version that no primary has: hints were handed off); a key that
    is only tombstones may also be gone from some (reaped). The run's settle time is
-   the bound (runner.convergence_bound_ms).
+   the bound (runner.convergence_bound_ms). Membership: the primaries are those of
+   the newest ring (the final owners, after joins and leaves), and a node that left
+   the cluster holds no key at all (its partitions were handed off, then dropped).
 4. siblings: no sibling of the union is one that a durable later write's context
    had seen (a superseded value coming back); no stored object and no union has
    more live siblings than limits.SIBLINGS_PER_KEY_MAX.
@@ -176,8 +178,9 @@ class FinalState:
     """What the replicas hold at the end, per key touched: node -> stored object."""
 
     stored: dict[Key, dict[str, api.Object]]
-    primaries: dict[Key, list[str]]
+    primaries: dict[Key, list[str]]  # in the newest ring
     server_ids: set[str]
+    removed: frozenset[str] = frozenset()  # nodes that left the cluster
 
     def union(self, key: Key) -> api.Object:
         """dvvset.sync_all of every node's object (the reference sync, see _SYNC)."""
@@ -280,10 +283,17 @@ def check_convergence(final: FinalState, enabled: bool = True) -> CheckResult:
 
     A key whose union holds only tombstones may also be gone from a primary: reaping
     removes the tombstones from the primaries one after another (a ReapDelete each),
-    so for a moment some hold them and some hold nothing; both read as not found."""
+    so for a moment some hold them and some hold nothing; both read as not found.
+
+    A node that left the cluster (removed) may hold no key: it owns nothing, so it
+    handed every partition off and dropped it."""
     result = CheckResult(CHECKERS[2], enabled=enabled)
     for key in sorted(final.stored):
         held = final.stored[key]
+        for node in sorted(final.removed & set(held)):
+            result.violations.append(
+                f"{node} left the cluster but still holds {key[0]}/{key[1]} "
+                f"{[dot for dot, _ in _versions(held[node])]}")
         union_obj = final.union(key)
         union = _versions(union_obj)
         reapable = all(content.deleted for content in dvvset.values(union_obj))

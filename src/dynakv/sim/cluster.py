@@ -27,6 +27,15 @@ A crash drops the Node object (its pending writes, request state, queued Outputs
 and any sync in progress); restart builds a new Node on the same disk with the
 same server id. A wipe empties the disk and draws a new incarnation, hence a new
 server id `name@incarnation`, as a node whose data directory was lost would.
+
+Membership: the first nodes boot as one cluster (the bootstrap state every node
+computes from the same member list, as `dynakv node --peer ...` does). `add_node`
+starts one more node mid-run, alone: a one-node cluster of its own, as `dynakv
+node` with no peers; it becomes a member only when a member stages its join and a
+plan is committed (the runner's membership actions). A restarted node takes its
+membership from its disk (the stored state wins), like a real one. `current_ring`
+is the newest ring any live node holds; `client_names` are the nodes clients may
+talk to (members, as a load balancer would list them).
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from typing import Any, Literal, Protocol
 
 from dynakv.config import Config
 from dynakv.core import api, codec
+from dynakv.core import membership as ms
 from dynakv.core.claim import Member, claim
 from dynakv.core.node import (
     ClientEvent,
@@ -92,6 +102,8 @@ class SimNode:
     tick_ms: int = -1  # the virtual time of its last tick
     ticks_same_ms: int = 0  # ticks delivered at tick_ms
     past: dict[str, int] = field(default_factory=dict)  # metrics of its earlier lives
+    # A node added mid-run: the one-node cluster it founds when its disk holds no state.
+    founder: ms.ClusterState | None = None
 
     @property
     def server_id(self) -> str:
@@ -123,6 +135,8 @@ class Cluster:
         keepalive: bool = True,
     ) -> None:
         self.names = sorted(names)
+        self.initial_names = list(self.names)  # the members the cluster boots with
+        self.client_names = list(self.names)  # the nodes clients may talk to
         self.config = config
         self.scheduler = scheduler
         self.rng = rng
@@ -159,6 +173,27 @@ class Cluster:
             phase = self.rng.randint(1, interval)
             self.scheduler.at(phase, functools.partial(self._probe, name))
 
+    def add_node(self, name: str, weight: int = 1, zone: str = "") -> None:
+        """Start a new node now, alone: it founds a one-node cluster of its own and
+        joins this one only when a member stages its join (JoinRequest) and a plan is
+        committed. Its connections to the others open as they would when the
+        transport learns of it (the core ignores peers it does not know yet)."""
+        if name in self.nodes:
+            raise ValueError(f"node {name} already exists")
+        sim_node = SimNode(name, SimDisk(), self._incarnation())
+        own = ms.MemberInfo(name, f"{name}:sim", weight, zone)
+        sim_node.founder = ms.new_cluster(self.config.cluster_name, sim_node.server_id, own,
+                                          self.config.ring_size, self.config.n_val)
+        self.nodes[name] = sim_node
+        self.names = sorted([*self.names, name])
+        for other in self.nodes.values():
+            if other.name != name and other.node is not None:
+                other.link_up[name] = True
+        self._boot(sim_node)
+        self.trace.record(self.scheduler.now_ms, name, "add", sim_node.server_id.encode())
+        phase = self.rng.randint(1, self.config.reconnect_interval_ms)
+        self.scheduler.after(phase, functools.partial(self._probe, name))
+
     def _boot(self, sim_node: SimNode) -> None:
         sim_node.life += 1
         sim_node.queue = []
@@ -166,15 +201,17 @@ class Cluster:
         sim_node.ticks = set()
         sim_node.link_up = {peer: True for peer in self.names if peer != sim_node.name}
         self.server_ids.add(sim_node.server_id)
+        founder = sim_node.founder
         sim_node.node = Node(
             name=sim_node.name,
             server_id=sim_node.server_id,
-            ring=self.ring,
-            peers=self.names,
+            ring=self.ring if founder is None else Ring(founder.ring.owners),
+            peers=self.initial_names if founder is None else [],
             storage=sim_node.disk,
             config=self.config,
             rng=random.Random(self.rng.getrandbits(64)),
             now_ms=self.scheduler.now_ms,
+            cluster=founder,
         )
         # A booting node's timers run from the start (its first probes announce it),
         # as they do when the transport's connections open at a real node's start.
@@ -385,9 +422,35 @@ class Cluster:
     def partition_of(self, bucket_type: str, bucket: str, key: str) -> int:
         return self.ring.partition_of(bucket_type, bucket, key)
 
-    def primaries(self, bucket_type: str, bucket: str, key: str, n_val: int) -> list[str]:
+    def primaries(self, bucket_type: str, bucket: str, key: str, n_val: int,
+                  ring: Ring | None = None) -> list[str]:
+        """A key's primary owners in `ring` (default: the ring the cluster booted with)."""
         partition = self.partition_of(bucket_type, bucket, key)
-        return [target.node for target in primary_owners(self.ring, partition, n_val)]
+        return [target.node for target in primary_owners(ring or self.ring, partition, n_val)]
+
+    def current_state(self) -> ms.ClusterState | None:
+        """The cluster state with the newest ring among the live members of the first
+        cluster (a node added but not joined yet holds a cluster of its own)."""
+        lineage = None
+        best: ms.ClusterState | None = None
+        for name in self.initial_names:
+            node = self.nodes[name].node
+            if node is None:
+                continue
+            lineage = lineage or node.cluster.cluster_id
+        for name in self.alive_names():
+            node = self.nodes[name].node
+            assert node is not None
+            state = node.cluster
+            if state.cluster_id == lineage and (
+                    best is None or state.ring.order() > best.ring.order()):
+                best = state
+        return best
+
+    def current_ring(self) -> Ring:
+        """The newest ring a live member holds (the boot ring when none is up)."""
+        state = self.current_state()
+        return self.ring if state is None else Ring(state.ring.owners)
 
     def stored_objects(self, bucket_type: str, bucket: str, key: str) -> dict[str, api.Object]:
         """What every live node holds for a key (its storage, with its pending writes)."""
@@ -403,7 +466,8 @@ class Cluster:
         return found
 
 
-METRICS = ("hints_delivered", "read_repairs", "ae_exchanges", "ae_keys_repaired", "reaped")
+METRICS = ("hints_delivered", "read_repairs", "ae_exchanges", "ae_keys_repaired", "reaped",
+           "transfers_done")
 
 
 def node_metrics(node: Node) -> dict[str, int]:
@@ -414,6 +478,7 @@ def node_metrics(node: Node) -> dict[str, int]:
         "ae_exchanges": node.ae.exchanges_done,
         "ae_keys_repaired": node.ae.keys_repaired,
         "reaped": node.reaper.reaped,
+        "transfers_done": node.transfers_done,
     }
 
 

@@ -35,7 +35,14 @@ from typing import Literal
 from dynakv.sim.disk import DiskParams
 from dynakv.sim.network import Link, NetworkParams
 
-ActionKind = Literal["network", "cut", "restore", "slow", "crash", "wipe", "restart", "heal"]
+ActionKind = Literal["network", "cut", "restore", "slow", "crash", "wipe", "restart", "heal",
+                     "add", "join", "leave", "commit"]
+# Membership actions (scripted by scenarios, never drawn by a mix): "add" starts a new
+# node `node` alone (a one-node cluster of its own, as `dynakv node` with no peers);
+# "join" stages its join through the member `via` (`dynakv admin join`); "leave"
+# stages the departure of `node` through `via`; "commit" asks `via` for the plan and
+# commits it (`dynakv admin plan` then `commit`), again until it is accepted.
+MEMBERSHIP_KINDS = ("add", "join", "leave", "commit")
 
 
 CLEAN = NetworkParams()
@@ -89,6 +96,9 @@ class FaultAction:
     links: tuple[Link, ...] = ()
     network: NetworkParams | None = None
     delay_ms: int = 0  # "slow": the links' extra delay (0 ends it)
+    via: str = ""  # join, leave, commit: the member the request is sent to
+    weight: int = 1  # add: the new node's weight
+    zone: str = ""  # add: the new node's zone
 
     def describe(self) -> str:
         match self.kind:
@@ -104,6 +114,13 @@ class FaultAction:
                 return f"{self.time_ms}ms {self.kind} {self.node}"
             case "heal":
                 return f"{self.time_ms}ms heal: faults stop"
+            case "add":
+                zone = f" zone {self.zone}" if self.zone else ""
+                return f"{self.time_ms}ms add {self.node} (weight {self.weight}{zone})"
+            case "join" | "leave":
+                return f"{self.time_ms}ms {self.kind} {self.node} via {self.via}"
+            case "commit":
+                return f"{self.time_ms}ms plan and commit via {self.via}"
 
 
 def get_mix(name: str) -> FaultMix:

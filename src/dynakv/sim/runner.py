@@ -24,19 +24,20 @@ import concurrent.futures
 import functools
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from dynakv.config import Config, preset
 from dynakv.core import api, dvvset
-from dynakv.core.ring import primary_owners
+from dynakv.core import membership as ms
+from dynakv.core.ring import Ring, primary_owners
 from dynakv.sim import checkers, faults
 from dynakv.sim.checkers import CheckResult, FinalState, Observations
 from dynakv.sim.cluster import Cluster, make_ring
 from dynakv.sim.faults import FaultAction
 from dynakv.sim.network import NetworkParams
 from dynakv.sim.scheduler import Scheduler, Trace
-from dynakv.sim.workload import BUCKET_TYPE, Workload, WorkloadParams, default_clients
+from dynakv.sim.workload import BUCKET_TYPE, Op, Workload, WorkloadParams, default_clients
 
 LWW_BUCKET = "lww"
 FAULTS_START_MS = 300
@@ -67,7 +68,7 @@ def node_names(count: int) -> list[str]:
     return [f"n{index}" for index in range(count)]
 
 
-def convergence_bound_ms(config: Config, names: Sequence[str]) -> int:
+def convergence_bound_ms(config: Config, names: Sequence[str], ring: Ring | None = None) -> int:
     """Checker 3's bound: virtual time from the clients' stop until every replica of
     every key must hold the same versions (the default settle time). The sum of:
 
@@ -87,8 +88,11 @@ def convergence_bound_ms(config: Config, names: Sequence[str]) -> int:
 
     With the sim's Config and 5 nodes: 2,000 + 500 + 120 + 2 x 480 = 3,580 ms (the
     slowest of the 200 CI seeds converged 1,100 ms after the clients stopped).
+    `ring` is the ownership at the end when membership changes during the run (the
+    nodes owning most partitions then set the tree build and the rounds).
     """
-    ring = make_ring(names, config)
+    ring = ring or make_ring(names, config)
+    names = ring.nodes()
     owned = dict.fromkeys(names, 0)
     for partition in range(ring.size):
         for target in primary_owners(ring, partition, config.n_val):
@@ -128,6 +132,25 @@ class SimOptions:
         if self.settle_ms:
             parts.append(f"--settle-ms {self.settle_ms}")
         return " ".join(parts)
+
+
+# A commit the membership actions retry (after a refusal: the claimant has not heard
+# of the staged change yet, or cannot be reached) every COMMIT_RETRY_MS, at most
+# COMMIT_ATTEMPTS_MAX times, as an operator would run `admin plan` and `commit` again.
+COMMIT_RETRY_MS = 200
+COMMIT_ATTEMPTS_MAX = 15
+
+
+@dataclass(slots=True)
+class MembershipEvent:
+    """One membership request of the script and what came of it."""
+
+    time_ms: int
+    what: str  # "join n5", "leave n3", "plan", "commit"
+    via: str
+    ok: bool = False
+    answer: str = ""  # the error message, or the committed plan's moves
+    end_ms: int = -1
 
 
 @dataclass(slots=True)
@@ -217,6 +240,7 @@ class Simulation:
             actions = faults.plan(self.mix, fault_rng, self.names, FAULTS_START_MS,
                                   self.fault_end_ms, groups=self.owner_groups())
         self.actions = list(actions)
+        self.membership: list[MembershipEvent] = []
         # Every request still open when clients stop ends, then anti-entropy makes
         # every replica identical: checker 3's bound.
         self.settle_ms = options.settle_ms or convergence_bound_ms(self.config, self.names)
@@ -253,10 +277,109 @@ class Simulation:
             case "heal":
                 cluster.network.heal_all()
                 cluster.network.params = NetworkParams()
-                for name in self.names:
+                for name in list(cluster.names):
                     cluster.restart(name)
+            case "add":
+                cluster.add_node(action.node, action.weight, action.zone)
+            case "join":
+                self._membership(action.via, f"join {action.node}", api.JoinRequest(
+                    action.node, f"{action.node}:sim", self._weight(action.node),
+                    self._zone(action.node)))
+            case "leave":
+                self._membership(action.via, f"leave {action.node}",
+                                 api.LeaveRequest(action.node))
+            case "commit":
+                node = cluster.nodes[action.via].node
+                version = node.cluster.ring.version if node is not None else 0
+                self._plan_and_commit(action.via, 1, version)
         if action.kind in ("network", "cut", "restore", "slow", "heal"):
             self.trace.record(self.scheduler.now_ms, "-", "fault", action.describe().encode())
+
+    # --- membership (scripted by scenarios) -------------------------------------------
+
+    def _added(self, name: str) -> FaultAction:
+        return next(a for a in self.actions if a.kind == "add" and a.node == name)
+
+    def _weight(self, name: str) -> int:
+        return self._added(name).weight
+
+    def _zone(self, name: str) -> str:
+        return self._added(name).zone
+
+    def _membership(self, via: str, what: str, request: api.Request,
+                    then: Callable[[MembershipEvent, api.Response | None], None] | None = None,
+                    ) -> None:
+        event = MembershipEvent(self.scheduler.now_ms, what, via)
+        self.membership.append(event)
+        if not self.cluster.alive(via):
+            event.answer, event.end_ms = f"{via} is down", event.time_ms
+            if then is not None:
+                then(event, None)
+            return
+
+        def done(op: Op) -> None:
+            response = op.response
+            event.end_ms = self.scheduler.now_ms
+            event.ok = isinstance(response, (api.DoneResponse, api.StatusResponse))
+            if isinstance(response, api.ErrorResponse):
+                event.answer = response.message
+            elif response is None:
+                event.answer = "no answer"
+            if then is not None:
+                then(event, response)
+
+        self.workload.admin(via, request, then=done)
+
+    def _plan_and_commit(self, via: str, attempt: int, version: int) -> None:
+        """`admin plan` then `admin commit` of that plan through `via`; again after a
+        refusal, as an operator would, until a plan past ring `version` (the one `via`
+        held when asked) shows nothing staged: a commit whose answer was lost may have
+        been applied. A committed plan changes which nodes clients use: joiners in,
+        leavers out."""
+
+        def retry() -> None:
+            if attempt < COMMIT_ATTEMPTS_MAX:
+                self.scheduler.after(COMMIT_RETRY_MS,
+                                     lambda: self._plan_and_commit(via, attempt + 1, version))
+
+        def planned(event: MembershipEvent, response: api.Response | None) -> None:
+            if not isinstance(response, api.StatusResponse):
+                retry()
+                return
+            plan = response.status
+            staged = [(entry["name"], entry["status"]) for entry in plan["staged"]]
+            if not staged:
+                if plan["ring_version"] > version:  # committed already
+                    event.answer = f"nothing staged at ring version {plan['ring_version']}"
+                    self._follow_members()
+                else:  # the staged change has not reached `via` yet
+                    retry()
+                return
+
+            def committed(event: MembershipEvent, answer: api.Response | None) -> None:
+                if not isinstance(answer, api.DoneResponse):
+                    retry()
+                    return
+                event.answer = (f"ring version {plan['ring_version'] + 1}: "
+                                f"{len(plan['moves'])} partitions move; staged {staged}")
+                self._follow_members()
+
+            self._membership(via, "commit", api.CommitRequest(
+                plan["ring_version"], tuple(plan["owners"])), then=committed)
+
+        self._membership(via, "plan", api.PlanRequest(), then=planned)
+
+    def _follow_members(self) -> None:
+        """Clients talk to the valid members of the newest ring (as a load balancer
+        would be updated after a commit): joiners in, leavers out."""
+        state = self.cluster.current_state()
+        if state is not None:
+            self.cluster.client_names = sorted(
+                info.name for info in state.members
+                if info.status is ms.Status.VALID and info.name in self.cluster.nodes)
+
+    def commits(self) -> list[MembershipEvent]:
+        return [event for event in self.membership if event.what == "commit" and event.ok]
 
     # --- running ----------------------------------------------------------------------
 
@@ -274,12 +397,18 @@ class Simulation:
         return self._result(time.perf_counter() - started)
 
     def final_state(self) -> FinalState:
+        """What every live node holds for each key touched, with the key's primary owners
+        in the newest ring and the nodes that left the cluster."""
+        state = self.cluster.current_state()
+        ring = self.cluster.ring if state is None else Ring(state.ring.owners)
+        removed = frozenset() if state is None else frozenset(
+            info.name for info in state.members if info.status is ms.Status.REMOVED)
         stored = {}
         primaries = {}
         for key in self.workload.touched_keys():
             stored[key] = self.cluster.stored_objects(BUCKET_TYPE, *key)
-            primaries[key] = self.cluster.primaries(BUCKET_TYPE, *key, self.config.n_val)
-        return FinalState(stored, primaries, set(self.cluster.server_ids))
+            primaries[key] = self.cluster.primaries(BUCKET_TYPE, *key, self.config.n_val, ring)
+        return FinalState(stored, primaries, set(self.cluster.server_ids), removed)
 
     def leftovers(self) -> dict[str, str]:
         """What is wrong with the nodes at the end: a timer the driver let pass, a busy

@@ -81,19 +81,35 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from dynakv.config import Config
 from dynakv.core import api, dvvset
 from dynakv.core import messages as m
 from dynakv.core.anti_entropy import Exchange
 from dynakv.core.coordinator import HandoffState
 from dynakv.core.hints import HANDOFF_BATCH_MAX, HINTS_PARTITION
 from dynakv.core.node import Node
-from dynakv.core.ring import key_bytes, primary_owners
+from dynakv.core.ring import Ring, key_bytes, primary_owners
 from dynakv.core.storage import Write
 from dynakv.sim import checkers
 from dynakv.sim.checkers import FinalState
 from dynakv.sim.cluster import make_ring
-from dynakv.sim.faults import FaultAction, split_links
-from dynakv.sim.runner import SIM_CONFIG, SimOptions, SimResult, Simulation, node_names
+from dynakv.sim.faults import LOSSY, FaultAction, split_links
+from dynakv.sim.joins import (
+    Joiner,
+    expected_ring,
+    held_not_owned,
+    keys_in,
+    membership_premise,
+    moves,
+)
+from dynakv.sim.runner import (
+    SIM_CONFIG,
+    SimOptions,
+    SimResult,
+    Simulation,
+    convergence_bound_ms,
+    node_names,
+)
 from dynakv.sim.workload import BUCKET_TYPE, ClientSpec, Key, Op, Role, WorkloadParams
 
 # A scenario's own checks, run after the checkers: a list of failures.
@@ -973,6 +989,276 @@ def _build_request_id_reuse(options: SimOptions) -> tuple[Simulation, Verify]:
     return sim, verify
 
 
+# --- membership: joins and leaves (issue 4) ---------------------------------------------
+
+MEMBER_LOAD_KEYS, MEMBER_HOT_KEYS = 160, 6
+MEMBER_LOAD_MS = 150  # one key a millisecond, through every node, before any change
+MEMBER_ADD_MS, MEMBER_JOIN_MS = 400, 500
+MEMBER_DETECT_MS = 500  # after a cut: both sides see each other down (probe timeout)
+
+
+def _membership_workload(sim_end_ms: int, hot: Sequence[Key],
+                         pinned: Sequence[tuple[Role, tuple[str, ...], int | None]] = (),
+                         ) -> WorkloadParams:
+    """Clients on the hot keys (in partitions that move): read-modify-write, blind,
+    deleting and reading clients on any member, plus `pinned` (role, nodes, w)."""
+    roles: tuple[Role, ...] = ("rmw", "blind", "deleter", "reader")
+    clients = tuple(ClientSpec(role, keys=tuple(hot)) for role in roles)
+    clients += tuple(ClientSpec(role, nodes=nodes, keys=tuple(hot), w=w)
+                     for role, nodes, w in pinned)
+    return WorkloadParams(clients=clients, buckets=("b0",), end_ms=sim_end_ms)
+
+
+def _membership_sim(options: SimOptions, actions: list[FaultAction], expected: Ring,
+                    hot: Sequence[Key],
+                    pinned: Sequence[tuple[Role, tuple[str, ...], int | None]] = (),
+                    config: Config = SIM_CONFIG) -> Simulation:
+    """A run with the keys loaded first, clients on `hot`, and the settle time bounded
+    by the ring at the end (its owners of most partitions build and exchange most)."""
+    names = node_names(options.nodes)
+    workload = _membership_workload(options.duration_ms, hot, pinned)
+    sim = Simulation(options, config=config, workload=workload, actions=actions)
+    if not options.settle_ms:
+        sim.settle_ms = convergence_bound_ms(config, names, expected)
+    loaded = [("b0", f"m{index}") for index in range(MEMBER_LOAD_KEYS)]
+    _load(sim, loaded, MEMBER_LOAD_MS, 1, names)
+    return sim
+
+
+def _losers(names: Sequence[str], expected: Ring) -> list[str]:
+    """The old owners that lose partitions to the change (they must hand data over)."""
+    return sorted({node for lost, _ in moves(make_ring(names, SIM_CONFIG), expected,
+                                             SIM_CONFIG.n_val).values() for node in lost})
+
+
+def _hot_keys(names: Sequence[str], expected: Ring) -> list[Key]:
+    moved = sorted(moves(make_ring(names, SIM_CONFIG), expected, SIM_CONFIG.n_val))
+    return keys_in(make_ring(names, SIM_CONFIG), moved, "j", MEMBER_HOT_KEYS)
+
+
+def _commit_during(sim: Simulation, start_ms: int, end_ms: int) -> list[str]:
+    if not any(start_ms <= event.time_ms and event.end_ms <= end_ms
+               for event in sim.commits()):
+        return [f"no commit was accepted between {start_ms} and {end_ms} ms: "
+                f"{[(e.time_ms, e.what, e.via, e.ok, e.answer) for e in sim.membership]}"]
+    return []
+
+
+# join-under-partition: n5 joins; the plan is committed while a 2 | 3 split cuts an old
+# owner of the moving partitions (and one more node) from the joiner and the claimant.
+JUP_CUT_MS, JUP_COMMIT_MS, JUP_HEAL_MS, JUP_END_MS = 700, 1_000, 2_200, 2_800
+
+
+@dataclass(slots=True)
+class _AtHeal:
+    ring_version: int = -1  # the cut-off old owner's ring version just before the heal
+    to_hand_over: dict[int, int] = field(default_factory=dict)  # partition -> keys
+
+
+def _build_join_under_partition(options: SimOptions) -> tuple[Simulation, Verify]:
+    names = node_names(options.nodes)
+    joiner = Joiner(f"n{options.nodes}")
+    expected = expected_ring(names, SIM_CONFIG, [joiner])
+    claimant = names[0]
+    cut_owner = next(n for n in _losers(names, expected) if n != claimant)
+    minority = sorted([cut_owner, next(n for n in names if n not in (claimant, cut_owner))])
+    majority = tuple(n for n in names if n not in minority)
+    links = split_links(minority, [*majority, joiner.name], one_way=False)
+    actions = [FaultAction(MEMBER_ADD_MS, "add", node=joiner.name),
+               FaultAction(MEMBER_JOIN_MS, "join", node=joiner.name, via=majority[-1]),
+               FaultAction(JUP_CUT_MS, "cut", links=links),
+               FaultAction(JUP_COMMIT_MS, "commit", via=majority[1]),
+               FaultAction(JUP_HEAL_MS, "restore", links=links),
+               FaultAction(JUP_HEAL_MS, "heal")]
+    pinned: list[tuple[Role, tuple[str, ...], int | None]] = [
+        ("rmw", tuple(minority), None), ("blind", tuple(minority), 1),
+        ("rmw", majority, None)]
+    sim = _membership_sim(options, actions, expected, _hot_keys(names, expected), pinned)
+    record = _AtHeal()
+
+    def at_heal() -> None:
+        node = sim.cluster.nodes[cut_owner].node
+        if node is not None:
+            record.ring_version = node.cluster.ring.version
+            record.to_hand_over = held_not_owned(sim, cut_owner, expected)
+
+    sim.scheduler.at(JUP_HEAL_MS - 1, at_heal)
+
+    def verify(result: SimResult) -> list[str]:
+        failures = _commit_during(sim, JUP_CUT_MS, JUP_HEAL_MS)
+        if record.ring_version != 1:
+            failures.append(f"{cut_owner} held ring version {record.ring_version} before the "
+                            "heal: the split did not keep the commit from it")
+        if not record.to_hand_over:
+            failures.append(f"{cut_owner} had nothing to hand over when the split healed")
+        window = (JUP_CUT_MS + MEMBER_DETECT_MS, JUP_HEAL_MS)
+        for side, nodes in (("minority", minority), ("majority", majority)):
+            if not _acked_puts_between(sim, nodes, *window):
+                failures.append(f"the {side} acknowledged no write during the split")
+        return failures + membership_premise(sim, expected, 2, [joiner]) + _hints_left(sim)
+
+    return sim, verify
+
+
+# join-with-crash: n5 joins; it crashes at the sync of the first transfer batch it
+# merged (it never acknowledges it), and restarts; the transfers, which waited for it,
+# resume, and an old owner crashes while one of its batches is in flight, and restarts.
+JWC_COMMIT_MS, JWC_END_MS, JWC_DOWNTIME_MS = 700, 2_600, 300
+
+
+@dataclass(slots=True)
+class _TransferCrashes:
+    joiner_crash_ms: int = -1
+    joiner_batch_keys: int = 0  # keys of the batch lost with the joiner's crash
+    owner: str = ""
+    owner_crash_ms: int = -1
+    owner_in_flight: list[int] = field(default_factory=list)  # partitions being sent
+
+
+def _build_join_with_crash(options: SimOptions) -> tuple[Simulation, Verify]:
+    names = node_names(options.nodes)
+    joiner = Joiner(f"n{options.nodes}")
+    expected = expected_ring(names, SIM_CONFIG, [joiner])
+    losers = _losers(names, expected)
+    gained = {p for p, (_, new) in moves(make_ring(names, SIM_CONFIG), expected,
+                                         SIM_CONFIG.n_val).items() if joiner.name in new}
+    actions = [FaultAction(MEMBER_ADD_MS, "add", node=joiner.name),
+               FaultAction(MEMBER_JOIN_MS, "join", node=joiner.name, via=names[1]),
+               FaultAction(JWC_COMMIT_MS, "commit", via=names[2]),
+               FaultAction(JWC_END_MS - 600, "heal")]
+    sim = _membership_sim(options, actions, expected, _hot_keys(names, expected))
+    record = _TransferCrashes()
+
+    def watch_owners() -> None:
+        """Crash the first old owner seen with a transfer batch in flight."""
+        if record.joiner_crash_ms < 0 or record.owner_crash_ms >= 0:
+            return
+        for name in losers:
+            node = sim.cluster.nodes[name].node
+            sending = sorted(p for p, t in node.transfers.items() if t.waiting) if node else []
+            if sending:
+                record.owner, record.owner_crash_ms = name, sim.scheduler.now_ms
+                record.owner_in_flight = sending
+                sim.cluster.crash(name)
+                sim.scheduler.after(JWC_DOWNTIME_MS,
+                                    functools.partial(sim.cluster.restart, name))
+                return
+
+    def crash_on_batch(writes: Sequence[Write]) -> Literal["before", "after"] | None:
+        batch = [w for w in writes if w.partition in gained and w.value is not None]
+        if len(batch) < 2:  # a client's write, not a transfer batch
+            return None
+        now = sim.scheduler.now_ms
+        record.joiner_crash_ms, record.joiner_batch_keys = now, len(batch)
+        sim.scheduler.after(JWC_DOWNTIME_MS, lambda: sim.cluster.restart(joiner.name))
+        _every(sim, now + JWC_DOWNTIME_MS, JWC_END_MS - 600, 1, watch_owners)
+        return "before"
+
+    def arm_joiner() -> None:
+        sim.cluster.nodes[joiner.name].sync_hook = crash_on_batch
+
+    sim.scheduler.at(JWC_COMMIT_MS, arm_joiner)
+
+    def verify(result: SimResult) -> list[str]:
+        failures = _commit_during(sim, JWC_COMMIT_MS, JWC_END_MS)
+        if record.joiner_crash_ms < 0:
+            failures.append(f"{joiner.name} did not crash at the sync of a transfer batch")
+        elif record.owner_crash_ms < 0:
+            failures.append("no old owner crashed with a transfer in flight after "
+                            f"{joiner.name} came back")
+        owned = [key for key in sim.workload.touched_keys()
+                 if joiner.name in sim.cluster.primaries(BUCKET_TYPE, *key, sim.config.n_val,
+                                                         expected)]
+        if not owned:
+            failures.append(f"no key touched is owned by {joiner.name}")
+        failures += _node_lacks_acked_writes(sim, joiner.name, owned)
+        return failures + membership_premise(sim, expected, 2, [joiner]) + _hints_left(sim)
+
+    return sim, verify
+
+
+# leave-under-load: n3 leaves while clients write; a node that gains some of its
+# partitions is cut off from everyone from before the commit until after it, so the
+# transfers to it wait; the leaver must end owning nothing and holding nothing.
+LUL_LEAVE_MS, LUL_CUT_MS, LUL_COMMIT_MS, LUL_RESTORE_MS, LUL_END_MS = 400, 500, 700, 1_800, 2_600
+
+
+@dataclass(slots=True)
+class _LeaveRecord:
+    waiting_for_cut: dict[int, int] = field(default_factory=dict)  # partition -> keys
+
+
+def _build_leave_under_load(options: SimOptions) -> tuple[Simulation, Verify]:
+    names = node_names(options.nodes)
+    leaver = names[3]
+    expected = expected_ring(names, SIM_CONFIG, leavers=[leaver])
+    gains = {p: new for p, (_, new) in moves(make_ring(names, SIM_CONFIG), expected,
+                                             SIM_CONFIG.n_val).items()}
+    # Cut off a node that gains some of the leaver's partitions (not the claimant, which
+    # must apply the commit); the leave is staged and committed through two others.
+    isolated = next(n for n in names[1:] if n != leaver and any(n in g for g in gains.values()))
+    via_leave, via_commit = [n for n in names[1:] if n not in (leaver, isolated)][:2]
+    links = split_links([isolated], [n for n in names if n != isolated], one_way=False)
+    actions = [FaultAction(LUL_LEAVE_MS, "leave", node=leaver, via=via_leave),
+               FaultAction(LUL_CUT_MS, "cut", links=links),
+               FaultAction(LUL_COMMIT_MS, "commit", via=via_commit),
+               FaultAction(LUL_RESTORE_MS, "restore", links=links),
+               FaultAction(LUL_RESTORE_MS, "heal")]
+    hot = _hot_keys(names, expected)
+    sim = _membership_sim(options, actions, expected, hot,
+                          [("blind", (leaver,), None), ("rmw", (isolated,), 1)])
+    record = _LeaveRecord()
+    waiting = sorted(p for p, g in gains.items() if isolated in g)
+
+    def at_restore() -> None:
+        held = held_not_owned(sim, leaver, expected)
+        record.waiting_for_cut = {p: held[p] for p in waiting if p in held}
+
+    sim.scheduler.at(LUL_RESTORE_MS - 1, at_restore)
+
+    def verify(result: SimResult) -> list[str]:
+        failures = _commit_during(sim, LUL_CUT_MS, LUL_RESTORE_MS)
+        if not record.waiting_for_cut:
+            failures.append(f"{leaver} held nothing for {isolated}'s new partitions "
+                            f"{waiting} when the cut healed: no transfer waited for it")
+        if not _acked(sim, hot, "put", LUL_COMMIT_MS, LUL_RESTORE_MS):
+            failures.append("no write was acknowledged while the leave was under way")
+        return failures + membership_premise(sim, expected, 2, leavers=[leaver]) + _hints_left(sim)
+
+    return sim, verify
+
+
+# two-joins-one-plan: n5 (weight 1) and n6 (weight 2) are staged through two members
+# and join in one plan, committed through a third, over a lossy network.
+TJ_LOSSY_MS, TJ_COMMIT_MS, TJ_HEAL_MS, TJ_END_MS = 300, 800, 1_800, 2_600
+
+
+def _build_two_joins(options: SimOptions) -> tuple[Simulation, Verify]:
+    names = node_names(options.nodes)
+    light, heavy = Joiner(f"n{options.nodes}", 1), Joiner(f"n{options.nodes + 1}", 2)
+    expected = expected_ring(names, SIM_CONFIG, [light, heavy])
+    actions = [FaultAction(TJ_LOSSY_MS, "network", network=LOSSY),
+               FaultAction(MEMBER_ADD_MS, "add", node=light.name, weight=light.weight),
+               FaultAction(MEMBER_ADD_MS, "add", node=heavy.name, weight=heavy.weight),
+               FaultAction(MEMBER_JOIN_MS, "join", node=light.name, via=names[0]),
+               FaultAction(MEMBER_JOIN_MS + 50, "join", node=heavy.name, via=names[-1]),
+               FaultAction(TJ_COMMIT_MS, "commit", via=names[1]),
+               FaultAction(TJ_HEAL_MS, "heal")]
+    sim = _membership_sim(options, actions, expected, _hot_keys(names, expected))
+
+    def verify(result: SimResult) -> list[str]:
+        failures = _commit_during(sim, TJ_COMMIT_MS, TJ_END_MS)
+        counts = {j.name: len(expected.partitions_of(j.name)) for j in (light, heavy)}
+        if counts[heavy.name] != 2 * counts[light.name]:
+            failures.append(f"partitions owned {counts}: the weight-2 node should own twice "
+                            "the weight-1 node's")
+        if result.stats["lost"] == 0:
+            failures.append("the network lost no message")
+        return failures + membership_premise(sim, expected, 2, [light, heavy]) + _hints_left(sim)
+
+    return sim, verify
+
+
 SCENARIOS: dict[str, Scenario] = {
     scenario.name: scenario
     for scenario in (
@@ -1012,6 +1298,17 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("request-id-reuse", "a node restarts and reuses the request id of an "
                  "exchange whose reply is still on its way", _build_request_id_reuse,
                  duration_ms=REUSE_HEAL_MS),
+        Scenario("join-under-partition", "a node joins; the plan is committed while a "
+                 "2 | 3 split cuts an old owner off; clients write on both sides; heal",
+                 _build_join_under_partition, duration_ms=JUP_END_MS),
+        Scenario("join-with-crash", "a node joins; an old owner crashes during its "
+                 "transfers, then the joiner crashes at a transfer batch; both restart",
+                 _build_join_with_crash, duration_ms=JWC_END_MS),
+        Scenario("leave-under-load", "a member leaves while clients write and a node that "
+                 "gains its partitions is cut off", _build_leave_under_load,
+                 duration_ms=LUL_END_MS),
+        Scenario("two-joins-one-plan", "two nodes (weights 1 and 2) join in one plan over a "
+                 "lossy network", _build_two_joins, duration_ms=TJ_END_MS),
     )
 }
 

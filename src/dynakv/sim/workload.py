@@ -241,7 +241,8 @@ class Workload:
 
     def _send(self, client: Client, kind: OpKind, key: Key, value: bytes = b"",
               context: bytes = b"", seen: frozenset[bytes] = frozenset()) -> None:
-        allowed = [n for n in client.spec.nodes or self.cluster.names if self.cluster.alive(n)]
+        allowed = [n for n in client.spec.nodes or self.cluster.client_names
+                   if self.cluster.alive(n)]
         if not allowed:  # nobody to talk to: try again later
             self.scheduler.after(self.params.think_max_ms + 10,
                                  functools.partial(self._next, client))
@@ -273,9 +274,13 @@ class Workload:
         self._submit(None, op, node, self._request(None, op))
         return op
 
-    def admin(self, node: str, request: api.Request) -> Op:
-        """Send an administrative request (bucket properties) on no client's behalf."""
+    def admin(self, node: str, request: api.Request,
+              then: Callable[[Op], None] | None = None) -> Op:
+        """Send an administrative request (bucket properties, membership) on no client's
+        behalf; `then` is called with the op once it is answered or given up."""
         op = Op(len(self.history), -1, "admin", "", "", node, self.scheduler.now_ms)
+        if then is not None:
+            self._then_scripted[op.op_id] = then
         self.history.append(op)
         self._submit(None, op, node, request)
         return op

@@ -1,0 +1,105 @@
+"""Membership scenarios (issue 4): joins and leaves under partitions, crashes and a lossy
+network, with every checker on and each scenario's own premise checks (the change
+committed, transfers ran and finished, every node holds the new ring, the leaver owns
+and holds nothing, no node keeps a key it does not own).
+
+The tests at the end put back, for the test only (monkeypatched), the core behaviour
+these scenarios found wrong, and a handoff that never runs, and expect the scenarios
+to notice: their checks can fail."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+
+import pytest
+
+from dynakv.core import api, dvvset
+from dynakv.core.node import Node
+from dynakv.sim import checkers
+from dynakv.sim.checkers import FinalState, Observations
+from dynakv.sim.runner import SimOptions, SimResult, run
+from dynakv.sim.scenarios import SCENARIOS
+
+MEMBERSHIP = ("join-under-partition", "join-with-crash", "leave-under-load",
+              "two-joins-one-plan")
+SWEEP_SEEDS = (2, 3, 4)
+JOBS = min(2, os.cpu_count() or 1)
+
+
+def _report(results: list[SimResult]) -> str:
+    lines = []
+    for result in results:
+        if result.failed:
+            lines += ["", result.summary(), f"replay: {result.options.replay_command()}"]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("name", MEMBERSHIP)
+def test_membership_scenario(name: str) -> None:
+    result = run(SimOptions(seed=1, scenario=name))
+    assert not result.failed, _report([result])
+    assert all(check.enabled for check in result.checks)
+    assert result.stats["transfers_done"] > 0
+    assert result.options.replay_command() == f"python -m dynakv.sim --seed 1 --scenario {name}"
+
+
+def test_membership_scenarios_over_a_few_seeds() -> None:
+    """A small sweep: each membership scenario with a few more seeds (delays, client
+    choices, node randomness and the keepalive model change with the seed)."""
+    options = [SimOptions(seed=seed, scenario=name) for name in MEMBERSHIP
+               for seed in SWEEP_SEEDS]
+    with concurrent.futures.ProcessPoolExecutor(JOBS) as pool:
+        results = list(pool.map(run, options))
+    assert not any(result.failed for result in results), _report(results)
+
+
+def test_the_membership_scenarios_are_registered_and_pass() -> None:
+    assert all(name in SCENARIOS and not SCENARIOS[name].known_core_bug
+               for name in MEMBERSHIP)
+
+
+# --- the checks can fail -----------------------------------------------------------------
+
+
+def test_convergence_fails_when_a_node_that_left_still_holds_a_key() -> None:
+    obj = dvvset.update(dvvset.new((), api.Content(b"v")), dvvset.Clock(), "n0@1")
+    key = ("b", "k")
+    held = {"n0": obj, "n1": obj, "n2": obj}
+    final = FinalState({key: held}, {key: ["n0", "n1", "n2"]}, {"n0@1"})
+    assert checkers.check_convergence(final).ok
+    left = FinalState({key: {**held, "n3": obj}}, {key: ["n0", "n1", "n2"]}, {"n0@1"},
+                      removed=frozenset({"n3"}))
+    check = checkers.check_convergence(left)
+    assert not check.ok and "n3 left the cluster but still holds b/k" in check.violations[0]
+    assert checkers.check_acknowledged_writes([], Observations(), left).ok
+
+
+def test_join_notices_when_ownership_handoff_never_runs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Node, "_transfer_step", lambda self: None)
+    result = run(SimOptions(seed=1, scenario="join-under-partition"))
+    assert any("still holds keys of partitions it does not own" in text
+               for text in result.extra_failures), _report([result])
+    assert any("finished no transfer" in text for text in result.extra_failures)
+
+
+def test_a_stray_copy_after_handoff_is_noticed_without_the_core_fix(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by join-with-crash (seed 1, first version): a coordinator whose ring was
+    still the old one wrote to an old owner after it had handed the partition off; the
+    copy stayed there for good."""
+    monkeypatch.setattr(Node, "_hand_off_stray", lambda self, partition, key: None)
+    failed = [run(SimOptions(seed=seed, scenario="two-joins-one-plan")) for seed in (1, 2)]
+    assert any("still holds keys of partitions it does not own" in text
+               for result in failed for text in result.extra_failures), _report(failed)
+
+
+def test_hints_for_a_node_that_left_are_noticed_without_the_core_fix(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by leave-under-load (seed 4): a fallback kept a hint for the leaver, which
+    no node can deliver once it is removed, for ever."""
+    monkeypatch.setattr(Node, "_forget_hints", lambda self, target: None)
+    result = run(SimOptions(seed=4, scenario="leave-under-load"))
+    assert any("still queues hints {'n3'" in text for text in result.extra_failures), \
+        _report([result])
