@@ -266,12 +266,25 @@ def transfers_done(cluster: ProcessCluster, indexes: list[int]) -> dict[str, int
 
 
 def check_transfers_reported(implied: dict[tuple[str, int], set[str]], watch: TransferWatch,
-                             done_before: dict[str, int], done_after: dict[str, int]) -> str:
+                             done_before: dict[str, int], done_after: dict[str, int],
+                             rings: tuple[list[str], list[str]]) -> str:
     """Each transfer the ring change implies was reported: seen in a node's transfers
     (naming the right targets), or, when it finished between two samples, counted in its
-    sender's transfers_done; and nothing else was reported. A summary line."""
+    sender's transfers_done; and nothing else was reported but stray copies (a write a
+    coordinator still on the old ring sent to a node that no longer owns the partition)
+    handed off by a non-owner to the partition's owners, under the ring before or after
+    the change (a joiner may hold a few keys written while it was still on its own).
+    A summary line."""
+    def stray(key: tuple[str, int], targets: set[tuple[str, ...]]) -> bool:
+        node, partition = key
+        allowed = {tuple(sorted(owners)) for owners in (replicas(ring, partition)
+                                                       for ring in rings)
+                   if node not in owners}
+        return targets <= allowed
+
     wrong = {key: targets for key, targets in watch.seen.items()
-             if key not in implied or targets != {tuple(sorted(implied[key]))}}
+             if (key not in implied or targets != {tuple(sorted(implied[key]))})
+             and not stray(key, targets)}
     assert not wrong, f"transfers reported that the ring change does not imply: {wrong}"
     for name in done_after:
         expected = sum(1 for sender, _ in implied if sender == name)
@@ -460,7 +473,8 @@ def test_joins_under_writes_hand_off_and_follow_weights(tmp_path: Path, keys: in
         writer.stop()
         lap("transfers")
         summary = check_transfers_reported(implied_transfers(before, after), watch,
-                                           done_before, transfers_done(cluster, everyone))
+                                           done_before, transfers_done(cluster, everyone),
+                                           (before, after))
         print(f"join: {summary}; {rounds} rounds of admin transfers")
         after_commit = sum(1 for at in writer.acknowledged_at if at >= committed_at)
         print(f"writer: {len(writer.acknowledged)} acknowledged ({after_commit} after the "
@@ -512,7 +526,8 @@ def test_a_leave_under_writes_hands_off_everything(tmp_path: Path) -> None:
         implied = implied_transfers(before, after)
         assert names[leaver] in {node for node, _ in implied}
         summary = check_transfers_reported(implied, watch, done_before,
-                                           transfers_done(cluster, everyone))
+                                           transfers_done(cluster, everyone),
+                                           (before, after))
         print(f"leave: {summary}; {rounds} rounds of admin transfers")
         print(f"writer: {len(writer.acknowledged)} acknowledged, "
               f"{len(writer.failures)} failed: {writer.failures[:5]}")
