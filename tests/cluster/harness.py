@@ -1,10 +1,11 @@
-"""Real `dynakv node` processes on ephemeral 127.0.0.1 ports, always cleaned up."""
+"""Real `dynakv node` processes on free 127.0.0.1 ports, always cleaned up."""
 
 from __future__ import annotations
 
 import http.client as http_client
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,10 +22,20 @@ START_TIMEOUT_S = 30.0
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A free port below Linux's ephemeral range (32768+): a node restarted on its old
+    port must not find it taken by some connection's ephemeral source port, and a
+    connection to a down node's port must not meet itself (TCP self-connect). 10000 to
+    19999, apart from the dev-cluster tests' 20000 to 32000."""
+    rng = random.SystemRandom()
+    for _ in range(1_000):
+        port = rng.randrange(10_000, 20_000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 10000-19999")
 
 
 @dataclass
