@@ -49,6 +49,7 @@ from dynakv.client.model import DynakvClientError
 from dynakv.client.protocol import Reply, parse_object
 
 DETAILS_MAX = 50  # loss and phantom details kept in a result (the counts are exact)
+DETAILS_SHOWN = 10  # of each kind, in CheckResult.report()
 
 
 class OpType(StrEnum):
@@ -182,9 +183,10 @@ class CheckResult:
         for title, findings in (("lost", self.lost_details),
                                 ("unexpected", self.unexpected_details),
                                 ("failed but present", self.failed_present_details)):
-            lines.extend(f"  {title}: {finding.describe()}" for finding in findings)
-        lines.extend(f"  unreadable: {text}" for text in self.unreadable_details)
-        lines.extend(f"  divergent: {text}" for text in self.divergent[:DETAILS_MAX])
+            lines.extend(f"  {title}: {finding.describe()}"
+                         for finding in findings[:DETAILS_SHOWN])
+        lines.extend(f"  unreadable: {text}" for text in self.unreadable_details[:DETAILS_SHOWN])
+        lines.extend(f"  divergent: {text}" for text in self.divergent[:DETAILS_SHOWN])
         lines.append(self.summary())
         return "\n".join(lines)
 
