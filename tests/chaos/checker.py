@@ -150,6 +150,7 @@ class CheckResult:
     converged: bool = False
     converge_s: float | None = None
     keys_checked_for_convergence: int = 0
+    diverging_at_heal: int = 0  # keys whose primaries differed at the first poll
     divergent: list[str] = field(default_factory=list)
     lost_details: list[Finding] = field(default_factory=list)
     unexpected_details: list[Finding] = field(default_factory=list)
@@ -177,8 +178,8 @@ class CheckResult:
             f"lost={self.lost}{' (last_write_wins: expected)' if self.lww else ''} "
             f"unexpected={self.unexpected} failed_present={self.failed_present} "
             f"unreadable={self.unreadable}",
-            f"converged={self.converged} over {self.keys_checked_for_convergence} keys, "
-            f"converge_s={self.converge_s}",
+            f"converged={self.converged} over {self.keys_checked_for_convergence} keys "
+            f"({self.diverging_at_heal} diverging at the heal), converge_s={self.converge_s}",
         ]
         for title, findings in (("lost", self.lost_details),
                                 ("unexpected", self.unexpected_details),
@@ -504,24 +505,27 @@ async def diverging_now(nodes: _Nodes, layout: Layout, keys: Sequence[tuple[str,
 
 async def wait_converged(nodes: _Nodes, layout: Layout, keys: Sequence[tuple[str, str]],
                          heal_s: float, timeout_s: float, poll_interval_s: float = 0.5
-                         ) -> tuple[float | None, dict[str, str]]:
+                         ) -> tuple[float | None, dict[str, str], int]:
     """Poll until every key's primaries are identical: the seconds from `heal_s`
     (time.monotonic()) to the poll that saw the last key converge (then confirmed by a
-    poll of every key), or None and the keys still diverging at the deadline."""
+    poll of every key), or None and the keys still diverging at the deadline; and how
+    many keys diverged at the first poll."""
     deadline = heal_s + timeout_s
     pending = list(keys)
     attempt = 0
+    at_first: int | None = None
     while True:
         diverging = await diverging_now(nodes, layout, pending, attempt)
         converged_at = time.monotonic()
+        at_first = len(diverging) if at_first is None else at_first
         attempt += 1
         if not diverging:
             diverging = await diverging_now(nodes, layout, keys, attempt)
             if not diverging:
-                return converged_at - heal_s, {}
+                return converged_at - heal_s, {}, at_first
         pending = [(bucket, key) for bucket, key in keys if f"{bucket}/{key}" in diverging]
         if time.monotonic() >= deadline:
-            return None, diverging
+            return None, diverging, at_first
         await asyncio.sleep(poll_interval_s)
 
 
@@ -621,14 +625,15 @@ async def final_check(urls: Sequence[str], layout: Layout, history: Sequence[Op]
         names = await _node_names_retrying(session, urls, request_timeout_s,
                                            heal_s + converge_timeout_s)
         nodes = _Nodes(session, urls, names, request_timeout_s, concurrency)
-        converge_s, diverging = await wait_converged(nodes, layout, keys, heal_s,
-                                                     converge_timeout_s)
+        converge_s, diverging, at_heal = await wait_converged(nodes, layout, keys, heal_s,
+                                                              converge_timeout_s)
         final = await final_reads(nodes, layout, unique_keys,
                                   time.monotonic() + read_timeout_s, read_every_node)
     result = analyse(history, final, lww)
     result.converged = converge_s is not None
     result.converge_s = converge_s
     result.keys_checked_for_convergence = len(keys)
+    result.diverging_at_heal = at_heal
     result.divergent = [f"{key}: {reason}" for key, reason in sorted(diverging.items())]
     return result
 
