@@ -151,6 +151,7 @@ class CheckResult:
     converge_s: float | None = None
     keys_checked_for_convergence: int = 0
     diverging_at_heal: int = 0  # keys whose primaries differed at the first poll
+    first_poll_s: float = 0.0  # how long the first poll of every key took
     divergent: list[str] = field(default_factory=list)
     lost_details: list[Finding] = field(default_factory=list)
     unexpected_details: list[Finding] = field(default_factory=list)
@@ -179,7 +180,8 @@ class CheckResult:
             f"unexpected={self.unexpected} failed_present={self.failed_present} "
             f"unreadable={self.unreadable}",
             f"converged={self.converged} over {self.keys_checked_for_convergence} keys "
-            f"({self.diverging_at_heal} diverging at the heal), converge_s={self.converge_s}",
+            f"({self.diverging_at_heal} diverging at the first poll, which took "
+            f"{self.first_poll_s:.1f} s), converge_s={self.converge_s}",
         ]
         for title, findings in (("lost", self.lost_details),
                                 ("unexpected", self.unexpected_details),
@@ -482,50 +484,74 @@ async def _local_view(nodes: _Nodes, path: str, name: str, key: str) -> ReplicaV
 
 
 async def diverging_now(nodes: _Nodes, layout: Layout, keys: Sequence[tuple[str, str]],
-                        attempt: int = 0) -> dict[str, str]:
-    """One poll: (bucket, key) pairs whose primaries differ now, by "bucket/key"."""
+                        attempt: int = 0) -> tuple[dict[str, str], dict[str, float]]:
+    """One poll: the keys ("bucket/key") whose primaries differ now, with the reason; and
+    for every key polled, when its last replica answered (time.monotonic())."""
 
-    async def one(bucket: str, key: str) -> tuple[str, list[ReplicaView] | str]:
+    async def one(bucket: str, key: str) -> tuple[str, list[ReplicaView] | str, float]:
         path = key_path(layout.bucket_type, bucket, key)
         owners = await _primaries(nodes, path, attempt)
         name = f"{bucket}/{key}"
         if isinstance(owners, str):
-            return name, owners
+            return name, owners, time.monotonic()
         views = await asyncio.gather(*(_local_view(nodes, path, owner, name)
                                        for owner in owners))
-        return name, list(views)
+        return name, list(views), time.monotonic()
 
     answers = await asyncio.gather(*(one(bucket, key) for bucket, key in keys))
-    problems = {name: answer for name, answer in answers if isinstance(answer, str)}
-    views = [view for _name, answer in answers if not isinstance(answer, str)
+    problems = {name: answer for name, answer, _ in answers if isinstance(answer, str)}
+    views = [view for _name, answer, _ in answers if not isinstance(answer, str)
              for view in answer]
     problems.update(diverging_keys(views, layout.n_val))
-    return problems
+    return problems, {name: seen_s for name, _answer, seen_s in answers}
+
+
+@dataclass(frozen=True, slots=True)
+class Convergence:
+    """What the convergence poll saw. `converge_s`: from the heal to the moment the last
+    key seen diverging was seen converged (0.0 if no key was ever seen diverging), None
+    if some key still diverged at the deadline. A key first polled late in the first
+    poll may have converged unseen, so `first_poll_s` (how long the first poll of every
+    key took) bounds what a converge_s of about that size can tell."""
+
+    converge_s: float | None
+    diverging: dict[str, str]
+    diverging_at_first_poll: int
+    first_poll_s: float
 
 
 async def wait_converged(nodes: _Nodes, layout: Layout, keys: Sequence[tuple[str, str]],
                          heal_s: float, timeout_s: float, poll_interval_s: float = 0.5
-                         ) -> tuple[float | None, dict[str, str], int]:
-    """Poll until every key's primaries are identical: the seconds from `heal_s`
-    (time.monotonic()) to the poll that saw the last key converge (then confirmed by a
-    poll of every key), or None and the keys still diverging at the deadline; and how
-    many keys diverged at the first poll."""
+                         ) -> Convergence:
+    """Poll the keys still diverging until every key's primaries are identical, then
+    confirm with a poll of every key (see Convergence)."""
     deadline = heal_s + timeout_s
     pending = list(keys)
+    converged_at: dict[str, float] = {}  # keys seen diverging, then converged: when
+    ever_diverged: set[str] = set()
     attempt = 0
-    at_first: int | None = None
+    first: tuple[int, float] | None = None
     while True:
-        diverging = await diverging_now(nodes, layout, pending, attempt)
-        converged_at = time.monotonic()
-        at_first = len(diverging) if at_first is None else at_first
+        poll_started = time.monotonic()
+        diverging, seen_s = await diverging_now(nodes, layout, pending, attempt)
+        if first is None:
+            first = (len(diverging), time.monotonic() - poll_started)
         attempt += 1
+        ever_diverged.update(diverging)
+        for name, when in seen_s.items():
+            if name in ever_diverged and name not in diverging:
+                converged_at.setdefault(name, when)
         if not diverging:
-            diverging = await diverging_now(nodes, layout, keys, attempt)
+            diverging, _ = await diverging_now(nodes, layout, keys, attempt)
             if not diverging:
-                return converged_at - heal_s, {}, at_first
+                converge_s = max(converged_at.values(), default=heal_s) - heal_s
+                return Convergence(max(0.0, converge_s), {}, *first)
+            ever_diverged.update(diverging)
+            for name in diverging:  # diverged again: its time starts over
+                converged_at.pop(name, None)
         pending = [(bucket, key) for bucket, key in keys if f"{bucket}/{key}" in diverging]
         if time.monotonic() >= deadline:
-            return None, diverging, at_first
+            return Convergence(None, diverging, *first)
         await asyncio.sleep(poll_interval_s)
 
 
@@ -625,16 +651,17 @@ async def final_check(urls: Sequence[str], layout: Layout, history: Sequence[Op]
         names = await _node_names_retrying(session, urls, request_timeout_s,
                                            heal_s + converge_timeout_s)
         nodes = _Nodes(session, urls, names, request_timeout_s, concurrency)
-        converge_s, diverging, at_heal = await wait_converged(nodes, layout, keys, heal_s,
-                                                              converge_timeout_s)
+        convergence = await wait_converged(nodes, layout, keys, heal_s, converge_timeout_s)
         final = await final_reads(nodes, layout, unique_keys,
                                   time.monotonic() + read_timeout_s, read_every_node)
     result = analyse(history, final, lww)
-    result.converged = converge_s is not None
-    result.converge_s = converge_s
+    result.converged = convergence.converge_s is not None
+    result.converge_s = convergence.converge_s
     result.keys_checked_for_convergence = len(keys)
-    result.diverging_at_heal = at_heal
-    result.divergent = [f"{key}: {reason}" for key, reason in sorted(diverging.items())]
+    result.diverging_at_heal = convergence.diverging_at_first_poll
+    result.first_poll_s = convergence.first_poll_s
+    result.divergent = [f"{key}: {reason}"
+                        for key, reason in sorted(convergence.diverging.items())]
     return result
 
 

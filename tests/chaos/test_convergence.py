@@ -139,3 +139,12 @@ def test_final_reads_through_every_node_find_a_loss_on_one() -> None:
     assert result.lost == 1
     assert isinstance(result.lost_details[0].op, Op)
     assert "missing in the final read via" in result.lost_details[0].reason
+
+
+def test_replicas_identical_at_the_first_poll_converge_at_zero() -> None:
+    fake = FakeCluster()
+    for name in NAMES:
+        fake.held[name] = full()
+    result = asyncio.run(check(fake, None, timeout_s=5.0))
+    assert result.converged and result.converge_s == 0.0 and result.diverging_at_heal == 0
+    assert result.first_poll_s > 0 and result.ok, result.report()
