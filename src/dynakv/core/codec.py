@@ -3,7 +3,8 @@
 Used for internode messages and for stored objects. A dataclass is an ext value
 (code 1) holding [tag, field values...]; tags are fixed numbers (below), so the
 encoding does not depend on class names or on Python's hash order, and equal
-values always encode to equal bytes (the Merkle trees rely on it).
+values always encode to equal bytes (the Merkle trees rely on it): dicts, wherever
+they are, are packed in key order.
 """
 
 from __future__ import annotations
@@ -69,22 +70,34 @@ def register_enum(tag: int, cls: type[Enum]) -> None:
     _enum_tag_of[cls] = tag
 
 
-def _canonical(value: Any) -> Any:
-    """Dicts with sorted keys (msgpack packs dicts in insertion order)."""
-    if isinstance(value, dict):
-        return {key: _canonical(value[key]) for key in sorted(value)}
-    return value
+_NATIVE = (type(None), bool, int, float, str, bytes)
+# One packer for every call: Packer.pack runs in C under the GIL and, with no `default`
+# hook, calls no Python code, so calls from several threads cannot interleave. (A
+# `default` hook per dataclass, each building a Packer and an ExtType, cost about ten
+# times as much: msgpack hands the hook's ExtType back through a slow path.)
+_packer = msgpack.Packer(autoreset=True)
+_pack = _packer.pack
 
 
-def _default(obj: Any) -> Any:
-    cls = type(obj)
+def _wire(value: Any) -> Any:
+    """`value` with every dataclass and enum in it turned into its ExtType and every
+    dict's keys sorted (msgpack packs dicts in insertion order), ready for one pack."""
+    cls = type(value)
+    if cls in _NATIVE:
+        return value
     tag = _tag_of.get(cls)
     if tag is not None:
-        payload = [tag, *(_canonical(getattr(obj, name)) for name in _field_names[cls])]
-        return msgpack.ExtType(_DATACLASS_EXT, msgpack.packb(payload, default=_default))
+        return msgpack.ExtType(_DATACLASS_EXT, _pack(
+            [tag, *[_wire(getattr(value, name)) for name in _field_names[cls]]]))
+    if cls is tuple or cls is list:
+        return [_wire(item) for item in value]
+    if cls is dict:
+        return {_wire(key): _wire(value[key]) for key in sorted(value)}
     enum_tag = _enum_tag_of.get(cls)
     if enum_tag is not None:
-        return msgpack.ExtType(_ENUM_EXT, msgpack.packb([enum_tag, obj.value]))
+        return msgpack.ExtType(_ENUM_EXT, _pack([enum_tag, value.value]))
+    if isinstance(value, _NATIVE):  # a subclass of a native type: packed as that type
+        return value
     raise TypeError(f"cannot encode {cls.__name__}")
 
 
@@ -106,7 +119,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
 
 
 def encode(obj: Any) -> bytes:
-    packed: bytes = msgpack.packb(_canonical(obj), default=_default)
+    packed: bytes = _pack(_wire(obj))
     return packed
 
 
