@@ -64,9 +64,10 @@ async def _serve(listen: str, routes: dict[int, tuple[str, int]], delay_s: float
             except (OSError, TimeoutError):
                 writer.close()
                 return
-            await asyncio.gather(_pump(reader, up_writer, delay_s),
-                                 _pump(up_reader, writer, delay_s),
-                                 return_exceptions=True)
+            with contextlib.suppress(asyncio.CancelledError):  # the proxy stopping
+                await asyncio.gather(_pump(reader, up_writer, delay_s),
+                                     _pump(up_reader, writer, delay_s),
+                                     return_exceptions=True)
         return handle
 
     servers = []

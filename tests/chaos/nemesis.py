@@ -165,6 +165,9 @@ class Nemesis:
                 self.net.pause(host)
                 self.paused.add(host)
         note = fault.describe()
+        if isinstance(fault, Delay):
+            note += (" (through the delaying TCP proxy; the kernel has "
+                     f"{'netem, unused' if self.netem else 'no netem'})")
         self.log.append(f"{time.strftime('%H:%M:%S')} apply {note}")
         return note
 
@@ -267,11 +270,12 @@ class Nemesis:
                 self.netem = has_netem()
             delay_ms = max(self.delays.values())
             routes = [f"{self._proxy_port(h.name)}={h.internode}" for h in self.net.hosts]
-            self.proxy = subprocess.Popen(
-                [sys.executable, "-m", "tests.chaos.delayproxy", "--listen",
-                 self.net.client_address, "--delay-ms", str(delay_ms),
-                 *(arg for route in routes for arg in ("--route", route))],
-                stdout=subprocess.PIPE, text=True, start_new_session=True)
+            with open(self.net.root / "delayproxy.log", "ab") as log:
+                self.proxy = subprocess.Popen(
+                    [sys.executable, "-m", "tests.chaos.delayproxy", "--listen",
+                     self.net.client_address, "--delay-ms", str(delay_ms),
+                     *(arg for route in routes for arg in ("--route", route))],
+                    stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
             self.net.record_helper(self.proxy.pid)
             assert self.proxy.stdout is not None
             ready = self.proxy.stdout.readline().strip()

@@ -38,6 +38,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
+from dynakv.devcluster import alive
 from tests.cluster.harness import http
 
 STATE_DIR = Path(os.environ.get("DYNAKV_CHAOS_STATE", "/run/dynakv-chaos"))
@@ -159,16 +160,6 @@ def unavailable_reason() -> str | None:
 
 # --- leftovers --------------------------------------------------------------------------
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_run(record: dict[str, Any]) -> None:
     for pid in record.get("node_pids", []):
         with contextlib.suppress(ProcessLookupError):
@@ -220,7 +211,7 @@ def cleanup_leftovers() -> list[str]:
             record = {"prefix": path.stem, "owner_pid": -1}
         if not PREFIX_RE.match(str(record.get("prefix", ""))):
             continue
-        if _pid_alive(int(record.get("owner_pid", -1))):
+        if alive(int(record.get("owner_pid", -1))):
             continue
         _remove_run(record)
         path.unlink(missing_ok=True)
