@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint typecheck unit long clean proto
+.PHONY: dev test lint typecheck unit long clean proto chaos
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ test: lint
 
 long: $(STAMP)
 	$(BIN)/python -m pytest -q -m long
+
+# The short chaos schedule on five nodes in network namespaces (root; docs/reliability.md).
+# The last line is `acknowledged=A lost=L unexpected=U converge_s=S`. E.g.
+# make chaos CHAOS_ARGS="--schedule long --seed 3 --keep"
+chaos: $(STAMP)
+	sh tests/chaos/install-tools.sh
+	$(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
 
 # Regenerate the PB messages (and their type stubs) from riak.proto.
 proto: $(STAMP)
