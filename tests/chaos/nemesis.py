@@ -111,6 +111,7 @@ class Window:
     start_s: float
     duration_s: float
     fault: Fault
+    until_heal: bool = False  # not cleared at its end: the heal clears it
 
     @property
     def end_s(self) -> float:
@@ -324,7 +325,7 @@ class Schedule:
     preset: str
     windows: tuple[Window, ...]
     warmup_s: float
-    settle_s: float  # quiet time after the last window before the heal
+    settle_s: float  # time after the last window's end before the heal
 
     @property
     def faults_end_s(self) -> float:
@@ -332,7 +333,7 @@ class Schedule:
 
     def describe(self) -> list[str]:
         return [f"{w.start_s:6.1f}s +{w.duration_s:4.1f}s  {w.fault.describe()}"
-                for w in self.windows]
+                + ("  (until the heal)" if w.until_heal else "") for w in self.windows]
 
 
 def _one_of_each(rng: random.Random, names: list[str]) -> list[Fault]:
@@ -356,11 +357,25 @@ def _one_of_each(rng: random.Random, names: list[str]) -> list[Fault]:
     ]
 
 
+def _final(rng: random.Random, names: list[str], at: float,
+           duration_s: float) -> list[Window]:
+    """The faults the heal ends: a majority/minority partition with a node of the
+    minority killed inside it, so that the heal starts from divergent replicas (writes
+    the minority missed, hints on fallbacks, a node down) and `converge_s` measures
+    their repair."""
+    shuffled = rng.sample(names, len(names))
+    majority, minority = tuple(sorted(shuffled[:3])), tuple(sorted(shuffled[3:]))
+    return [Window(at, duration_s, Partition((majority, minority)), until_heal=True),
+            Window(at + duration_s / 3, duration_s * 2 / 3, Kill(rng.choice(minority)),
+                   until_heal=True)]
+
+
 def make_schedule(kind: str, seed: int, names: list[str] | None = None) -> Schedule:
     """`short`: each kind of fault once, in a seeded order, 8 s each with 3 s of calm
-    between (about 80 s of faults; preset local). `long`: three rounds, 15-25 s windows,
-    where a kill or a pause may also fall inside a partition (preset lan: the detector
-    takes about 4 s, request timeouts are 10 s)."""
+    between, then a partition with a kill inside it that lasts until the heal (about
+    85 s of faults; preset local). `long`: three rounds, 15-25 s windows, where a kill
+    or a pause may also fall inside a partition, then the same final partition for
+    20 s (preset lan: the detector takes about 4 s, request timeouts are 10 s)."""
     names = names or [f"n{i}" for i in range(1, 6)]
     rng = random.Random(seed)
     windows: list[Window] = []
@@ -371,7 +386,8 @@ def make_schedule(kind: str, seed: int, names: list[str] | None = None) -> Sched
         for fault in faults:
             windows.append(Window(at, 8.0, fault))
             at += 11.0
-        return Schedule("short", seed, "local", tuple(windows), warmup_s=5.0, settle_s=3.0)
+        windows += _final(rng, names, at, 9.0)
+        return Schedule("short", seed, "local", tuple(windows), warmup_s=5.0, settle_s=0.0)
     if kind == "long":
         at = 0.0
         for _ in range(3):
@@ -386,18 +402,20 @@ def make_schedule(kind: str, seed: int, names: list[str] | None = None) -> Sched
                     inner: Fault = Kill(victim) if rng.random() < 0.5 else Pause(victim)
                     windows.append(Window(at + 3.0, duration - 6.0, inner))
                 at += duration + rng.uniform(4.0, 8.0)
-        return Schedule("long", seed, "lan", tuple(windows), warmup_s=10.0, settle_s=5.0)
+        windows += _final(rng, names, at, 21.0)
+        return Schedule("long", seed, "lan", tuple(windows), warmup_s=10.0, settle_s=0.0)
     raise ValueError(f"unknown schedule {kind!r}; choose short or long")
 
 
 def run_schedule(nemesis: Nemesis, schedule: Schedule, t0: float,
                  on_event: object = None) -> list[str]:
     """Apply and clear the schedule's windows at their times (t0 = time.monotonic() at
-    the schedule's zero). Returns the log of what was done. Does not heal."""
+    the schedule's zero), until the last window's end. Returns the log of what was
+    done. Does not heal: windows marked until_heal are still in force at the return."""
     events: list[tuple[float, int, Window]] = []
     for window in schedule.windows:
         events.append((window.start_s, 1, window))
-        events.append((window.end_s, 0, window))
+        events.append((window.end_s, 0, window))  # for an until_heal window: only a wait
     events.sort(key=lambda e: (e[0], e[1]))
     done = []
     for at, is_start, window in events:
@@ -407,6 +425,8 @@ def run_schedule(nemesis: Nemesis, schedule: Schedule, t0: float,
         if is_start:
             note = nemesis.apply(window.fault)
             done.append(f"{time.monotonic() - t0:6.1f}s apply {note}")
+        elif window.until_heal:
+            continue
         else:
             nemesis.clear(window.fault)
             done.append(f"{time.monotonic() - t0:6.1f}s clear {window.fault.describe()}")

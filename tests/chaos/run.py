@@ -57,7 +57,8 @@ class BucketOutcome:
                 f"acknowledged={r.acknowledged} failed={r.failed} "
                 f"indeterminate={r.indeterminate} lost={r.lost} unexpected={r.unexpected} "
                 f"failed_present={r.failed_present} unreadable={r.unreadable} "
-                f"converged={r.converged} converge_s={r.converge_s}")
+                f"diverging_at_heal={r.diverging_at_heal} converged={r.converged} "
+                f"converge_s={r.converge_s}")
 
 
 @dataclass
@@ -82,7 +83,8 @@ class ChaosRun:
                     "writes": r.attempted, "acknowledged": r.acknowledged, "failed": r.failed,
                     "indeterminate": r.indeterminate, "lost": r.lost,
                     "unexpected": r.unexpected, "failed_present": r.failed_present,
-                    "unreadable": r.unreadable, "converged": r.converged,
+                    "unreadable": r.unreadable, "diverging_at_heal": r.diverging_at_heal,
+                    "first_poll_s": r.first_poll_s, "converged": r.converged,
                     "converge_s": r.converge_s}
         return {"schedule": self.schedule.name, "seed": self.schedule.seed,
                 "preset": self.schedule.preset, "wall_s": round(self.wall_s, 1),
@@ -129,9 +131,10 @@ def run_chaos(schedule: nm.Schedule, root: Path, contrast: bool = True,
             time.sleep(schedule.warmup_s)
             log = nm.run_schedule(nemesis, schedule, time.monotonic(), on_event=say)
             time.sleep(schedule.settle_s)
+            heal_s = time.monotonic()  # converge_s counts from the start of the heal
             nemesis.heal()
-            heal_s = time.monotonic()
-            say(f"healed {heal_s - started:.1f} s into the run")
+            say(f"healed {heal_s - started:.1f} s into the run "
+                f"(took {time.monotonic() - heal_s:.1f} s: rules, restarts)")
         finally:
             histories = [workload.stop(timeout_s=60) for workload in workloads]
         urls_list = list(urls)
