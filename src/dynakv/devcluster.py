@@ -160,6 +160,7 @@ class DevCluster:
         return found
 
     def stop(self) -> None:
+        self.refresh()  # a node `dynakv dev add` started since the last second's refresh
         pids = self.pids()
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):

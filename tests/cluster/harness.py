@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 START_TIMEOUT_S = 30.0
+_HANDED_OUT: set[int] = set()
 
 
 def free_port() -> int:
@@ -29,11 +30,14 @@ def free_port() -> int:
     rng = random.SystemRandom()
     for _ in range(1_000):
         port = rng.randrange(10_000, 20_000)
+        if port in _HANDED_OUT:  # free now, but another node of this run may bind it later
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     raise RuntimeError("no free port in 10000-19999")
 

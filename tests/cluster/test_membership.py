@@ -44,7 +44,8 @@ def test_join_plan_commit_and_leave(tmp_path: Path) -> None:
         new = cluster.add_node()
         cluster.start(new)
         print(admin("join", cluster.url(0), "--node", cluster.url(new)))
-        wait_until(lambda: staged(cluster, 2, "joining"), DEADLINE_S, "gossip of the join")
+        wait_until(lambda: all(staged(cluster, i, "joining") for i in range(3)), DEADLINE_S,
+                   "gossip of the join to every node")
         plan = admin("plan", "--node", cluster.url(1))
         assert "joining" in plan and "n4" in plan, plan
         print(admin("commit", "--node", cluster.url(2)))  # forwarded to the claimant
