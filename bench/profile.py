@@ -43,10 +43,11 @@ def pyspy() -> str:
     return str(local) if local.exists() else "py-spy"
 
 
-def record(pid: int, seconds: float, out: Path, fmt: str) -> subprocess.Popen[bytes]:
+def record(pid: int, seconds: float, out: Path, fmt: str, gil: bool
+           ) -> subprocess.Popen[bytes]:
     return subprocess.Popen([pyspy(), "record", "--pid", str(pid), "--duration",
                              str(int(seconds)), "--rate", "200", "--format", fmt,
-                             "--output", str(out), "--nonblocking"],
+                             "--output", str(out), "--nonblocking", *(["--gil"] if gil else [])],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -87,6 +88,9 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=50)
     p.add_argument("--keys", type=int, default=10_000)
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--gil", action="store_true",
+                   help="sample only the thread holding the GIL: where Python spends CPU, "
+                        "not where threads wait (a sync, the event loop's poll)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -112,7 +116,7 @@ def main() -> int:
         for label, pid in (("node1", node_pids[0]), ("generator", generator.pid)):
             for fmt, ext in (("raw", "txt"), ("flamegraph", "svg")):
                 recorders.append(record(pid, seconds, args.out / f"profile-{name}-{label}.{ext}",
-                                        fmt))
+                                        fmt, args.gil))
         for recorder in recorders:
             _, errors = recorder.communicate(timeout=seconds + 60)
             if recorder.returncode != 0:
@@ -130,7 +134,8 @@ def main() -> int:
              "",
              f"Throughput during the profile {report['ops_per_s']:.0f} ops/s, p50 "
              f"{report['p50_ms']} ms, p99 {report['p99_ms']} ms (py-spy sampling at 200 Hz, "
-             f"non-blocking, costs a little). Load average {report['load_average']['before']}.",
+             f"non-blocking, costs a little{'; GIL holder only' if args.gil else ''})."
+             f" Load average {report['load_average']['before']}.",
              "", f"CPU used over {elapsed:.1f} s of the run (1.0 = one core busy):", "",
              "| process | CPU (cores) |", "|---|---:|"]
     for pid, label in labels.items():

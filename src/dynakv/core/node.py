@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dynakv.config import Config
@@ -53,6 +53,7 @@ from dynakv.core.hints import (
     target_prefix,
 )
 from dynakv.core.merkle import MerkleTree, differing_children, object_hash, segment_diff
+from dynakv.core.pipeline import Output
 from dynakv.core.ring import (
     Ring,
     Target,
@@ -111,22 +112,6 @@ class PeerStatusEvent:
 
 
 Event = ClientEvent | StreamAckEvent | MessageEvent | TickEvent | PeerStatusEvent
-
-
-@dataclass(slots=True)
-class Output:
-    """Effects of the events since the last take_output: persist `writes`, then send."""
-
-    writes: list[Write] = field(default_factory=list)
-    write_seq: int = 0  # on_durable(write_seq) once the writes are durable
-    messages: list[tuple[str, m.Message]] = field(default_factory=list)
-    replies: list[tuple[int, api.Response]] = field(default_factory=list)
-    # Membership changed: the driver refreshes its peer addresses (peer_addresses())
-    # before it sends this Output's messages.
-    membership_changed: bool = False
-
-    def empty(self) -> bool:
-        return not (self.writes or self.messages or self.replies or self.membership_changed)
 
 
 BUCKET_META_PREFIX = b"bucket\x00"
@@ -190,6 +175,7 @@ class Node:
         self.stats: dict[str, int] = {}
         self._pending: dict[tuple[int, bytes], tuple[int, bytes | None]] = {}
         self._write_seq = 0
+        self._out_depends_seq = 0  # the last pending write read since take_output
         self._out = Output()
         self._requests: dict[int, RequestState] = {}
         self._client_streams: dict[int, int] = {}  # client id -> listing request id
@@ -234,8 +220,11 @@ class Node:
                 self._on_peer_status(node, up)
 
     def take_output(self) -> Output:
+        """The effects since the last call; drivers release them through a
+        core.pipeline.CommitPipeline (persist, then send)."""
         out, self._out = self._out, Output()
         out.write_seq = self._write_seq
+        out.depends_seq, self._out_depends_seq = self._out_depends_seq, 0
         return out
 
     def on_durable(self, write_seq: int) -> None:
@@ -282,6 +271,7 @@ class Node:
     def _read(self, partition: int, key: bytes) -> bytes | None:
         pending = self._pending.get((partition, key))
         if pending is not None:
+            self._out_depends_seq = max(self._out_depends_seq, pending[0])
             return pending[1]
         return self.storage.get(partition, key)
 
@@ -319,11 +309,11 @@ class Node:
 
     def _scan(self, partition: int, start: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         """Storage scan with this node's own pending writes laid over it."""
-        pending = {
-            key: value
-            for (p, key), (_, value) in self._pending.items()
-            if p == partition and key >= start
-        }
+        pending: dict[bytes, bytes | None] = {}
+        for (p, key), (seq, value) in self._pending.items():
+            if p == partition and key >= start:
+                pending[key] = value
+                self._out_depends_seq = max(self._out_depends_seq, seq)
         if not pending:
             return self.storage.scan(partition, start, limit)
         # Pending deletes may hide stored keys: read that many more, so that a full

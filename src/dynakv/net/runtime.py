@@ -1,13 +1,12 @@
 """The asyncio runtime: feeds events into the core and carries out its effects.
 
 Persist, then send (etcd raft's Ready/Advance): after events are handled, the
-node's Output is queued; one commit task takes everything queued, applies all of
-its writes in one storage transaction and one sync in a writer thread (group
-commit: while a sync runs, the loop keeps handling events, whose writes join the
-next transaction), tells the node they are durable, and only then sends the
-messages and replies of those Outputs, in order. Outputs without writes still
-wait behind earlier ones, so nothing read from a pending write leaves the node
-before that write is durable.
+node's Output goes into a core.pipeline.CommitPipeline. One commit task takes every
+queued write, applies them in one storage transaction and one sync in a writer
+thread (group commit: while a sync runs, the loop keeps handling events, whose
+writes join the next transaction), tells the node they are durable, and then sends
+the messages and replies the pipeline releases. An Output that depends on no pending
+write (see core/pipeline.py) is sent at once, without waiting for a sync.
 """
 
 from __future__ import annotations
@@ -28,11 +27,11 @@ from dynakv.core.node import (
     Event,
     MessageEvent,
     Node,
-    Output,
     PeerStatusEvent,
     StreamAckEvent,
     TickEvent,
 )
+from dynakv.core.pipeline import CommitPipeline, Output, Released
 from dynakv.core.storage import Storage
 from dynakv.net.transport import Transport
 
@@ -53,14 +52,13 @@ class Runtime:
         self._client_ids = itertools.count(1)
         self._waiters: dict[int, asyncio.Future[api.Response]] = {}
         self._streams: dict[int, asyncio.Queue[api.Response]] = {}
-        self._queue: list[Output] = []
+        self._pipeline = CommitPipeline()
         self._wake = asyncio.Event()
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dynakv-commit")
         self._commit_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: int | None = None
         self._flush_scheduled = False
-        self._committing = False
         self._trees_logged = -1
         self.commits = 0
         self.committed_writes = 0
@@ -151,8 +149,9 @@ class Runtime:
         self._log_progress()
         output = self.node.take_output()
         if not output.empty():
-            self._queue.append(output)
-            self._wake.set()
+            self._release(self._pipeline.add(output), "")
+            if self._pipeline.has_writes():
+                self._wake.set()
         self._arm_timer()
 
     async def _commit_loop(self) -> None:
@@ -160,38 +159,38 @@ class Runtime:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            batch, self._queue = self._queue, []
-            self._committing = True
-            writes = [write for output in batch for write in output.writes]
-            failed: str | None = None
-            if writes:
-                try:
-                    await loop.run_in_executor(self._writer, self.storage.write, writes)
-                    self.commits += 1
-                    self.committed_writes += len(writes)
-                except StorageFull as error:
-                    failed = str(error)
-                except Exception as error:  # a storage failure must not kill the node
-                    log.exception("storage write failed")
-                    failed = f"storage write failed: {error}"
-            seq = max(output.write_seq for output in batch)
-            if failed is None:
+            if not self._pipeline.has_writes():
+                continue
+            writes, seq = self._pipeline.take_writes()
+            failed = ""
+            try:
+                await loop.run_in_executor(self._writer, self.storage.write, writes)
+                self.commits += 1
+                self.committed_writes += len(writes)
+            except StorageFull as error:
+                failed = str(error)
+            except Exception as error:  # a storage failure must not kill the node
+                log.exception("storage write failed")
+                failed = f"storage write failed: {error}"
+            if not failed:
                 self.node.on_durable(seq)
             else:
                 self.node.on_write_failed(seq)
-            for output in batch:
-                self._dispatch(output, failed)
-            self._committing = False
+            self._release(self._pipeline.committed(seq, not failed), failed)
 
-    def _dispatch(self, output: Output, failed: str | None) -> None:
+    def _release(self, released: list[Released], failed: str) -> None:
+        for item in released:
+            self._dispatch(item.output, failed if item.failed else "")
+
+    def _dispatch(self, output: Output, failed: str) -> None:
         if output.membership_changed and self.transport is not None:
             self.transport.set_peers(self.node.peer_addresses())
-        if failed is None or not output.writes:
+        if not failed:
             for peer, message in output.messages:
                 if self.transport is None or not self.transport.send(peer, message):
                     self.dropped_messages += 1
         for client_id, response in output.replies:
-            if failed is not None and output.writes:
+            if failed:
                 response = api.ErrorResponse(ErrorKind.STORAGE_FULL, failed)
             self._answer(client_id, response)
 
@@ -229,14 +228,14 @@ class Runtime:
     async def drain(self, timeout_s: float) -> None:
         """Wait for in-flight requests to answer and queued writes to be durable."""
         deadline = time.monotonic() + timeout_s
-        while (self.in_flight() or self._queue or self._committing) and (
+        while (self.in_flight() or not self._pipeline.idle()) and (
             time.monotonic() < deadline
         ):
             await asyncio.sleep(0.01)
 
     async def close(self) -> None:
         if self._commit_task is not None:
-            while self._queue or self._committing:
+            while not self._pipeline.idle():
                 await asyncio.sleep(0.01)
             self._commit_task.cancel()
         if self._timer is not None:

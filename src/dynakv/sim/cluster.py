@@ -2,10 +2,11 @@
 
 For each node the driver does what the production runtime does, in virtual time:
 - feed it one event at a time (`Node.step(event, now_ms)`), then take its Output;
-- queue Outputs; when no sync is running, start one for everything queued (group
-  commit): after a simulated fsync, apply all their writes in one transaction,
-  call `on_durable`, and only then send their messages and replies, in order
-  (persist, then send). Outputs without writes wait behind earlier ones too;
+- put Outputs into a core.pipeline.CommitPipeline; when no sync is running, start
+  one for every queued write (group commit): after a simulated fsync, apply them in
+  one transaction, call `on_durable`, and only then send the messages and replies
+  the pipeline releases (persist, then send). An Output that depends on no pending
+  write is sent at once, as the runtime does;
 - deliver a TickEvent at `next_deadline_ms()`, from the node's boot on; a node
   whose deadline stays in the past after SPIN_TICKS_MAX ticks at one virtual time
   is in a busy loop (a real runtime would spin): it is recorded in `spins`
@@ -55,10 +56,10 @@ from dynakv.core.node import (
     Event,
     MessageEvent,
     Node,
-    Output,
     PeerStatusEvent,
     TickEvent,
 )
+from dynakv.core.pipeline import CommitPipeline, Released
 from dynakv.core.ring import Ring, key_bytes, primary_owners
 from dynakv.core.storage import Write
 from dynakv.sim.disk import DiskParams, SimDisk
@@ -93,8 +94,7 @@ class SimNode:
     incarnation: str
     node: Node | None = None
     life: int = 0  # bumped at each crash and boot: stale syncs and ticks are ignored
-    queue: list[Output] = field(default_factory=list)
-    syncing: bool = False
+    pipeline: CommitPipeline = field(default_factory=CommitPipeline)
     link_up: dict[str, bool] = field(default_factory=dict)
     ticks: set[int] = field(default_factory=set)
     sync_hook: SyncHook | None = None
@@ -196,8 +196,7 @@ class Cluster:
 
     def _boot(self, sim_node: SimNode) -> None:
         sim_node.life += 1
-        sim_node.queue = []
-        sim_node.syncing = False
+        sim_node.pipeline = CommitPipeline()
         sim_node.ticks = set()
         sim_node.link_up = {peer: True for peer in self.names if peer != sim_node.name}
         self.server_ids.add(sim_node.server_id)
@@ -242,8 +241,7 @@ class Cluster:
             sim_node.past[metric] = sim_node.past.get(metric, 0) + count
         sim_node.node = None
         sim_node.life += 1
-        sim_node.queue = []
-        sim_node.syncing = False
+        sim_node.pipeline = CommitPipeline()
         sim_node.crashes += 1
         if wipe:
             sim_node.disk.wipe()
@@ -296,8 +294,8 @@ class Cluster:
             return
         output = node.take_output()
         if not output.empty():
-            sim_node.queue.append(output)
-            if not sim_node.syncing:
+            self._release(sim_node, sim_node.pipeline.add(output))
+            if sim_node.pipeline.has_writes() and not sim_node.pipeline.committing():
                 self._start_sync(sim_node)
         deadline = node.next_deadline_ms()
         if deadline is not None:
@@ -331,45 +329,43 @@ class Cluster:
     # --- persist, then send ---------------------------------------------------------
 
     def _start_sync(self, sim_node: SimNode) -> None:
-        batch, sim_node.queue = sim_node.queue, []
-        sim_node.syncing = True
-        has_writes = any(output.writes for output in batch)
-        latency = self.disk_params.fsync_ms(self.rng) if has_writes else 0
+        writes, seq = sim_node.pipeline.take_writes()
+        latency = self.disk_params.fsync_ms(self.rng)
         life = sim_node.life
-        self.scheduler.after(latency, lambda: self._sync_done(sim_node, life, batch))
+        self.scheduler.after(latency, lambda: self._sync_done(sim_node, life, writes, seq))
 
-    def _sync_done(self, sim_node: SimNode, life: int, batch: list[Output]) -> None:
+    def _sync_done(self, sim_node: SimNode, life: int, writes: list[Write], seq: int) -> None:
         if sim_node.life != life:
             return  # crashed during the sync: the batch is lost
         node = sim_node.node
         assert node is not None
-        writes = [write for output in batch for write in output.writes]
-        if writes:
-            hook = sim_node.sync_hook(writes) if sim_node.sync_hook is not None else None
-            if hook is not None:
-                sim_node.sync_hook = None
-            if hook == "before":
-                self.crash(sim_node.name)
-                return
-            sim_node.disk.write(writes)
-            self.stats.syncs += 1
-            self.stats.synced_writes += len(writes)
-            self.stats.sync_batch_writes_max = max(self.stats.sync_batch_writes_max, len(writes))
-            self.trace.record(self.scheduler.now_ms, sim_node.name, "sync",
-                              str(len(writes)).encode())
-            self.observer.on_synced(sim_node.name, sim_node.server_id, writes)
-            if hook == "after":
-                self.crash(sim_node.name)
-                return
-        node.on_durable(max(output.write_seq for output in batch))
-        for output in batch:
-            for peer, message in output.messages:
-                self.network.send(sim_node.name, peer, codec.encode(message))
-            for client_id, response in output.replies:
-                self.reply(client_id, response)
-        sim_node.syncing = False
-        if sim_node.queue:
+        hook = sim_node.sync_hook(writes) if sim_node.sync_hook is not None else None
+        if hook is not None:
+            sim_node.sync_hook = None
+        if hook == "before":
+            self.crash(sim_node.name)
+            return
+        sim_node.disk.write(writes)
+        self.stats.syncs += 1
+        self.stats.synced_writes += len(writes)
+        self.stats.sync_batch_writes_max = max(self.stats.sync_batch_writes_max, len(writes))
+        self.trace.record(self.scheduler.now_ms, sim_node.name, "sync",
+                          str(len(writes)).encode())
+        self.observer.on_synced(sim_node.name, sim_node.server_id, writes)
+        if hook == "after":
+            self.crash(sim_node.name)
+            return
+        node.on_durable(seq)
+        self._release(sim_node, sim_node.pipeline.committed(seq, True))
+        if sim_node.pipeline.has_writes():
             self._start_sync(sim_node)
+
+    def _release(self, sim_node: SimNode, released: list[Released]) -> None:
+        for item in released:
+            for peer, message in item.output.messages:
+                self.network.send(sim_node.name, peer, codec.encode(message))
+            for client_id, response in item.output.replies:
+                self.reply(client_id, response)
 
     # --- connections ----------------------------------------------------------------
 
@@ -386,7 +382,7 @@ class Cluster:
                     not was_up or self.keepalive):
                 self._set_link(sim_node, peer, reachable)
         if sim_node.node is not None:
-            self.observer.on_sample(name, sim_node.node.status(), len(sim_node.queue))
+            self.observer.on_sample(name, sim_node.node.status(), sim_node.pipeline.held())
 
     def _connection_lost(self, name: str, peer: str) -> None:
         sim_node = self.nodes[name]
