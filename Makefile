@@ -17,7 +17,7 @@ dev: $(STAMP)
 	$(BIN)/dynakv dev
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 
 test: lint

@@ -1,6 +1,6 @@
 """The whole benchmark: every workload against dynakv (HTTP and Protocol Buffers), the
-bare ceiling, Redis with replicas and WAIT, one Redis and etcd, each run several times
-with the same load generator (`dynakv bench`), in one run of this script.
+bare ceiling (PB and HTTP), Redis with replicas and WAIT, one Redis and etcd, each run
+several times with the same load generator (`dynakv bench`), in one run of this script.
 
     python bench/run.py                       # defaults: 10 s runs, 3 of each, 50 clients
     python bench/run.py --workloads A --runs 1 --duration 3 --targets dynakv-http,redis
@@ -30,15 +30,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from services import STARTERS, Service
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_TARGETS = "dynakv-pb,dynakv-http,ceiling,redis-replicated,redis,etcd"
+DEFAULT_TARGETS = "dynakv-pb,dynakv-http,ceiling-pb,ceiling-http,redis-replicated,redis,etcd"
 METRICS = ("ops_per_s", "p50_ms", "p99_ms", "p99_9_ms", "siblings_per_read")
 # (numerator, denominator, the issue's target for the ratio on workload A)
 RATIOS = (
     ("dynakv-pb", "redis-replicated", 1.5),
     ("dynakv-pb", "etcd", 5.0),
     ("dynakv-http", "dynakv-pb", 0.6),
-    ("dynakv-pb", "ceiling", 0.7),
-    ("dynakv-http", "ceiling", 0.7),
+    ("dynakv-pb", "ceiling-pb", 0.7),
+    ("dynakv-http", "ceiling-http", 0.7),
     ("dynakv-http", "redis-replicated", None),
     ("dynakv-http", "etcd", None),
     ("dynakv-pb", "redis", None),

@@ -2,7 +2,8 @@
 data directory under one temporary folder, and always stopped (a `with` block).
 
 - dynakv: three `dynakv node` processes, N=3, R=W=2, LMDB durable (group commit).
-- ceiling: three bench/ceiling.py processes (a bare quorum server, no versioning).
+- ceiling-pb, ceiling-http: three bench/ceiling.py processes (a bare quorum server, no
+  versioning, no storage), driven over Riak's PB API or its HTTP API.
 - redis-replicated: a Redis primary and two replicas; every Redis with appendonly yes
   and appendfsync everysec; writes are followed by WAIT 2 (the driver's job).
 - redis: one Redis, same persistence settings (the ceiling of a C server here).
@@ -157,28 +158,36 @@ def all_up(urls: list[str]) -> bool:
     return True
 
 
-def ceiling_cluster(root: Path) -> Service:
-    """Three bare quorum servers (bench/ceiling.py): N=3, R=W=2, no versioning."""
-    service = Service("ceiling", root / "ceiling")
+def ceiling_cluster(root: Path, protocol: str = "http",
+                    port: Callable[[], int] = free_port) -> Service:
+    """Three bare quorum servers (bench/ceiling.py): N=3, R=W=2, no versioning. Each
+    serves both APIs; the load generator drives the one `protocol` names. `port` gives
+    free ports (tests pass their own, which never hands one out twice)."""
+    service = Service(f"ceiling-{protocol}", root / f"ceiling-{protocol}")
     service.root.mkdir(parents=True)
     names = ["c1", "c2", "c3"]
-    ports = {name: (free_port(), free_port()) for name in names}
+    ports = {name: (port(), port(), port()) for name in names}
     try:
         for name in names:
+            http_port, pb_port, internode_port = ports[name]
             argv = [sys.executable, str(HERE / "ceiling.py"), "--name", name,
-                    "--http", f"127.0.0.1:{ports[name][0]}",
-                    "--internode", f"127.0.0.1:{ports[name][1]}"]
+                    "--http", f"127.0.0.1:{http_port}", "--pb", f"127.0.0.1:{pb_port}",
+                    "--internode", f"127.0.0.1:{internode_port}"]
             for other in names:
                 if other != name:
-                    argv += ["--peer", f"127.0.0.1:{ports[other][1]}"]
+                    argv += ["--peer", f"127.0.0.1:{ports[other][2]}"]
             service.spawn(argv, f"{name}.log")
-        service.urls = [f"http://127.0.0.1:{ports[name][0]}" for name in names]
-        for url in service.urls:
+        for name in names:
+            url = f"http://127.0.0.1:{ports[name][0]}"
             wait_until(lambda url=url: http_get(url + "/ping") == b"OK",
                        f"ceiling {url}", service.processes)
     except BaseException:
         service.stop()
         raise
+    if protocol == "pb":
+        service.urls = [f"pb://127.0.0.1:{ports[name][1]}" for name in names]
+    else:
+        service.urls = [f"http://127.0.0.1:{ports[name][0]}" for name in names]
     return service
 
 
@@ -259,7 +268,9 @@ def etcd_cluster(root: Path, members: int = 3) -> Service:
 STARTERS: dict[str, Callable[[Path], Service]] = {
     "dynakv-http": lambda root: dynakv_cluster(root, "http"),
     "dynakv-pb": lambda root: dynakv_cluster(root, "pb"),
-    "ceiling": ceiling_cluster,
+    "ceiling-pb": lambda root: ceiling_cluster(root, "pb"),
+    "ceiling-http": lambda root: ceiling_cluster(root, "http"),
+    "ceiling": lambda root: ceiling_cluster(root, "http"),  # the old name of ceiling-http
     "redis-replicated": lambda root: redis_cluster(root, 2),
     "redis": lambda root: redis_cluster(root, 0),
     "etcd": etcd_cluster,
