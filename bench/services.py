@@ -116,8 +116,10 @@ class Service:
         self.stop()
 
 
-def dynakv_cluster(root: Path, protocol: str = "http") -> Service:
-    """Three dynakv nodes (N=3, R=W=2 are the defaults; LMDB is durable)."""
+def dynakv_cluster(root: Path, protocol: str = "http", node_args: tuple[str, ...] = ()
+                   ) -> Service:
+    """Three dynakv nodes (N=3, R=W=2 are the defaults; LMDB is durable); `node_args`
+    go to every `dynakv node` (e.g. ("--early-replication", "off"))."""
     service = Service("dynakv", root / "dynakv")
     names = ["n1", "n2", "n3"]
     ports = {name: (free_port(), free_port(), free_port()) for name in names}
@@ -129,7 +131,7 @@ def dynakv_cluster(root: Path, protocol: str = "http") -> Service:
                     "--http", f"127.0.0.1:{http_port}", "--pb", f"127.0.0.1:{pb_port}",
                     "--internode", f"127.0.0.1:{internode_port}",
                     "--data", str(service.root / name), "--preset", "local",
-                    "--log-level", "warning"]
+                    "--log-level", "warning", *node_args]
             for other in names:
                 if other != name:
                     argv += ["--peer", f"{other}=127.0.0.1:{ports[other][2]}"]

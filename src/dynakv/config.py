@@ -26,6 +26,10 @@ class Config:
     connect_timeout_ms: int = 1_000
     # How often a down peer is probed (a reconnect attempt) until it answers.
     reconnect_interval_ms: int = 500
+    # A coordinator sends a write to the other replicas while its own copy syncs, not
+    # after (its own copy counts toward w once durable); a restart after a crash then
+    # mints dots under a new actor epoch (Node._replicate says why).
+    early_replication: bool = True
     # Group commit: at most this many writes in one storage transaction.
     group_commit_writes_max: int = 5_000
     # Gossip (core/membership.py): exchange cluster state with a random peer this often.

@@ -54,8 +54,9 @@ class InstantCluster:
                 out = node.take_output()
                 if out.writes:
                     self.storage[name].write(out.writes)
-                    node.on_durable(out.write_seq)
-                for target, message in out.messages:
+                    node.on_durable(out.write_seq)  # may produce more: another round
+                    progress = True
+                for target, message in [*out.early, *out.messages]:
                     self.sent.append((name, target, message))
                     self._queue.append((name, target, message))
                 for client_id, response in out.replies:

@@ -98,10 +98,11 @@ def test_a_stray_copy_after_handoff_is_noticed_without_the_core_fix(
 def test_hints_for_a_node_that_left_are_noticed_without_the_core_fix(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Found by leave-under-load (seed 4, before leavers stayed members while exiting;
-    seed 16 until Outputs that depend on no pending write were sent at once; seed 20
-    since): a fallback kept a hint for the leaver, which no node can deliver
-    once it is removed, for ever."""
+    then seed 16, seed 20): a fallback kept a hint for the leaver, which no node can
+    deliver once it is removed, for ever. Whether a seed leaves such a hint depends on
+    every timing of the run, so the test tries the seeds that did when it was written
+    (22, 26, 45) and needs one of them to catch it."""
     monkeypatch.setattr(Node, "_forget_hints", lambda self, target: None)
-    result = run(SimOptions(seed=20, scenario="leave-under-load"))
-    assert any("still queues hints {'n3'" in text for text in result.extra_failures), \
-        _report([result])
+    results = [run(SimOptions(seed=seed, scenario="leave-under-load")) for seed in (22, 26, 45)]
+    assert any("still queues hints {'n3'" in text
+               for result in results for text in result.extra_failures), _report(results)

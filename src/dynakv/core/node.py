@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -116,6 +117,10 @@ Event = ClientEvent | StreamAckEvent | MessageEvent | TickEvent | PeerStatusEven
 
 BUCKET_META_PREFIX = b"bucket\x00"
 EPOCH_META_KEY = b"epoch"
+# The epoch in which this node may have sent dots to replicas before they were durable
+# here (early replication); removed at a clean shutdown. Found equal to the stored
+# epoch at start, it means a crash may have lost such dots: a new epoch begins.
+EARLY_EPOCH_META_KEY = b"early_epoch"
 CLUSTER_META_KEY = b"cluster"
 
 
@@ -176,6 +181,12 @@ class Node:
         self._pending: dict[tuple[int, bytes], tuple[int, bytes | None]] = {}
         self._write_seq = 0
         self._out_depends_seq = 0  # the last pending write read since take_output
+        # Early replication (_replicate): the epoch whose marker is durable (None: none
+        # is), the pending marker write (sequence number, epoch), and the coordinator's
+        # own copies not yet durable (sequence number, request id), oldest first.
+        self._early_epoch: int | None = None
+        self._early_marker: tuple[int, int] | None = None
+        self._awaiting_durable: deque[tuple[int, int]] = deque()
         self._out = Output()
         self._requests: dict[int, RequestState] = {}
         self._client_streams: dict[int, int] = {}  # client id -> listing request id
@@ -194,6 +205,11 @@ class Node:
             cluster = ms.bootstrap(config.cluster_name, members, ring.owners, config.n_val)
         self.cluster = cluster
         self._apply_cluster(cluster, persist=stored is None)
+        marker = storage.get(META_PARTITION, EARLY_EPOCH_META_KEY)
+        if marker is not None and int(marker.decode()) == self.epoch:
+            # The last life sent dots early in this epoch and did not stop cleanly: dots
+            # it sent may be missing here, and must never be minted again.
+            self._new_epoch()
 
     # --- driver interface -----------------------------------------------------------
 
@@ -228,13 +244,46 @@ class Node:
         return out
 
     def on_durable(self, write_seq: int) -> None:
-        """The driver made every write up to `write_seq` durable."""
-        for key in [k for k, (seq, _) in self._pending.items() if seq <= write_seq]:
-            del self._pending[key]
+        """The driver made every write up to `write_seq` durable (it takes the Output
+        this may produce: a coordinator's own copy now counts toward w)."""
+        self._forget_pending(write_seq)
+        if self._early_marker is not None and self._early_marker[0] <= write_seq:
+            self._early_epoch = self._early_marker[1]
+            self._early_marker = None
+        while self._awaiting_durable and self._awaiting_durable[0][0] <= write_seq:
+            _, request_id = self._awaiting_durable.popleft()
+            state = self._requests.get(request_id)
+            if isinstance(state, PutState):
+                state.ack(self.name)
+                self._check_put(request_id, state)
 
     def on_write_failed(self, write_seq: int) -> None:
-        """The driver could not persist writes up to `write_seq`: forget them."""
-        self.on_durable(write_seq)
+        """The driver could not persist writes up to `write_seq`: forget them. Dots
+        sent early with them may live on elsewhere: new dots take a new epoch."""
+        self._forget_pending(write_seq)
+        if self._early_marker is not None and self._early_marker[0] <= write_seq:
+            self._early_marker = None
+        if self._early_epoch is not None:
+            self._early_epoch = None
+            self._new_epoch()
+        while self._awaiting_durable and self._awaiting_durable[0][0] <= write_seq:
+            _, request_id = self._awaiting_durable.popleft()
+            state = self._requests.get(request_id)
+            if isinstance(state, PutState):
+                state.fail(self.name, "its own copy could not be stored")
+                self._check_put(request_id, state)
+
+    def prepare_shutdown(self) -> None:
+        """Before a clean stop: no more early replication, and once every write so far is
+        durable (the driver waits for it), the next start needs no new epoch."""
+        self._early_epoch = None
+        self._early_marker = None
+        if self._read(META_PARTITION, EARLY_EPOCH_META_KEY) is not None:
+            self._write(META_PARTITION, EARLY_EPOCH_META_KEY, None)
+
+    def _forget_pending(self, write_seq: int) -> None:
+        for key in [k for k, (seq, _) in self._pending.items() if seq <= write_seq]:
+            del self._pending[key]
 
     def next_deadline_ms(self) -> int | None:
         while self._deadlines and self._deadlines[0][1] not in self._requests:
@@ -589,12 +638,36 @@ class Node:
             primaries, {t.node for t in targets},
         )
         request_id = self._new_request(state)
-        state.ack(self.name)
-        for target in targets:
-            if target.node != self.name:
-                self._send(target.node,
-                           m.ReplicaPut(request_id, partition, key, obj, target.hint_for))
+        self._replicate(request_id, state, targets)
         self._check_put(request_id, state)
+
+    def _replicate(self, request_id: int, state: PutState, targets: list[Target]) -> None:
+        """Send a coordinated write to the other replicas, and count this node's copy.
+
+        Early replication (config.early_replication): the copies go out at once, while
+        this node's own copy syncs, and that copy counts toward w only once durable, so
+        the two syncs overlap instead of following each other. Its danger is Riak's
+        kv679: a crash before the local sync loses a dot that replicas already hold,
+        and the restarted node would mint the same dot again for another value. So
+        early sends happen only in an epoch whose marker (EARLY_EPOCH_META_KEY) is
+        durable, and a start that finds the marker equal to the stored epoch (no clean
+        shutdown since) begins a new epoch, as does a failed write. Until the marker
+        is durable, writes go the plain way: persist, then send."""
+        others = [t for t in targets if t.node != self.name]
+        early = bool(self.config.early_replication and self._early_epoch == self.epoch and others)
+        if others and self.config.early_replication and self._early_epoch != self.epoch and (
+                self._early_marker is None or self._early_marker[1] != self.epoch):
+            self._write(META_PARTITION, EARLY_EPOCH_META_KEY, str(self.epoch).encode())
+            self._early_marker = (self._write_seq, self.epoch)
+        if early and self.name in state.waiting:
+            self._awaiting_durable.append((self._write_seq, request_id))
+        else:
+            state.ack(self.name)
+        queue = self._out.early if early else self._out.messages
+        for target in others:
+            queue.append((target.node,
+                          m.ReplicaPut(request_id, state.partition, state.key, state.obj,
+                                       target.hint_for)))
 
     def _check_put(self, request_id: int, state: PutState) -> None:
         outcome = state.outcome()
@@ -1086,6 +1159,13 @@ class Node:
             alone = [m.name for m in mine.active()] == [self.name]
             if alone and me is not None and me.status is not ms.Status.REMOVED:
                 self._apply_cluster(state, persist=True)  # a cluster took us in: join it
+                return
+            member = mine.member(sender)
+            if member is not None and member.status is not ms.Status.REMOVED and [
+                    m.name for m in state.active()] == [sender]:
+                # A member of ours still alone in a cluster of its own: the state its
+                # join pushed was lost (it answers probes, so no push reaches it since).
+                self._send(sender, m.GossipState(mine))
             return
         merged = ms.merge(mine, state)
         if merged != mine:
@@ -1291,11 +1371,16 @@ class Node:
         self._epoch_used = True
         return self.server_id if self.epoch == 0 else f"{self.server_id}.{self.epoch}"
 
+    def _new_epoch(self) -> None:
+        """Dots minted from now on are fresh for every key (written durably before any
+        of them leaves: the epoch write precedes them in the commit order)."""
+        self.epoch += 1
+        self._epoch_used = False
+        self._write(META_PARTITION, EPOCH_META_KEY, str(self.epoch).encode())
+
     def _delete_local(self, partition: int, key: bytes) -> None:
         if self._epoch_used:
-            self.epoch += 1
-            self._epoch_used = False
-            self._write(META_PARTITION, EPOCH_META_KEY, str(self.epoch).encode())
+            self._new_epoch()
         self._write(partition, key, None)
         self._write(TOMBSTONES_PARTITION, tombstone_row(partition, key), None)
 

@@ -19,6 +19,7 @@ was released. Released Outputs may overtake held ones; the core tolerates reorde
 
 Writes are committed in sequence order: `take_writes` hands out all queued writes at
 once, `committed` says they are durable (or failed) and returns what may go now.
+An Output's `early` messages are not held: the driver sends them before add().
 """
 
 from __future__ import annotations
@@ -41,13 +42,17 @@ class Output:
     # built from; 0 if none. Its own writes count too: see `needs_seq`.
     depends_seq: int = 0
     messages: list[tuple[str, m.Message]] = field(default_factory=list)
+    # Sent at once, before this Output's writes are durable: a coordinator's copies of a
+    # write to its other replicas (see Node._replicate), safe by the early-send epochs.
+    early: list[tuple[str, m.Message]] = field(default_factory=list)
     replies: list[tuple[int, api.Response]] = field(default_factory=list)
     # Membership changed: the driver refreshes its peer addresses (peer_addresses())
     # before it sends this Output's messages.
     membership_changed: bool = False
 
     def empty(self) -> bool:
-        return not (self.writes or self.messages or self.replies or self.membership_changed)
+        return not (self.writes or self.messages or self.early or self.replies
+                    or self.membership_changed)
 
     @property
     def needs_seq(self) -> int:

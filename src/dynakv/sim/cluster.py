@@ -50,6 +50,7 @@ from typing import Any, Literal, Protocol
 from dynakv.config import Config
 from dynakv.core import api, codec
 from dynakv.core import membership as ms
+from dynakv.core import messages as m
 from dynakv.core.claim import Member, claim
 from dynakv.core.node import (
     ClientEvent,
@@ -292,11 +293,7 @@ class Cluster:
                 f"{kind} {event!r:.160} (it crashed)")))
             self.crash(name)
             return
-        output = node.take_output()
-        if not output.empty():
-            self._release(sim_node, sim_node.pipeline.add(output))
-            if sim_node.pipeline.has_writes() and not sim_node.pipeline.committing():
-                self._start_sync(sim_node)
+        self._take_output(sim_node, node)
         deadline = node.next_deadline_ms()
         if deadline is not None:
             self._arm_tick(sim_node, deadline)
@@ -328,6 +325,15 @@ class Cluster:
 
     # --- persist, then send ---------------------------------------------------------
 
+    def _take_output(self, sim_node: SimNode, node: Node) -> None:
+        output = node.take_output()
+        if output.empty():
+            return
+        self._send(sim_node, output.early)
+        self._release(sim_node, sim_node.pipeline.add(output))
+        if sim_node.pipeline.has_writes() and not sim_node.pipeline.committing():
+            self._start_sync(sim_node)
+
     def _start_sync(self, sim_node: SimNode) -> None:
         writes, seq = sim_node.pipeline.take_writes()
         latency = self.disk_params.fsync_ms(self.rng)
@@ -357,13 +363,17 @@ class Cluster:
             return
         node.on_durable(seq)
         self._release(sim_node, sim_node.pipeline.committed(seq, True))
-        if sim_node.pipeline.has_writes():
+        self._take_output(sim_node, node)  # what on_durable produced
+        if sim_node.pipeline.has_writes() and not sim_node.pipeline.committing():
             self._start_sync(sim_node)
+
+    def _send(self, sim_node: SimNode, messages: list[tuple[str, m.Message]]) -> None:
+        for peer, message in messages:
+            self.network.send(sim_node.name, peer, codec.encode(message))
 
     def _release(self, sim_node: SimNode, released: list[Released]) -> None:
         for item in released:
-            for peer, message in item.output.messages:
-                self.network.send(sim_node.name, peer, codec.encode(message))
+            self._send(sim_node, item.output.messages)
             for client_id, response in item.output.replies:
                 self.reply(client_id, response)
 

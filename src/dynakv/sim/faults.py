@@ -99,6 +99,9 @@ class FaultAction:
     via: str = ""  # join, leave, commit: the member the request is sent to
     weight: int = 1  # add: the new node's weight
     zone: str = ""  # add: the new node's zone
+    # commit: the staged changes the plan must show before it is committed (an operator
+    # reads `admin plan` first); fewer, and the plan is asked again, as after a refusal.
+    staged: int = 1
 
     def describe(self) -> str:
         match self.kind:

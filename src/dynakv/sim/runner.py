@@ -291,7 +291,7 @@ class Simulation:
             case "commit":
                 node = cluster.nodes[action.via].node
                 version = node.cluster.ring.version if node is not None else 0
-                self._plan_and_commit(action.via, 1, version)
+                self._plan_and_commit(action.via, 1, version, action.staged)
         if action.kind in ("network", "cut", "restore", "slow", "heal"):
             self.trace.record(self.scheduler.now_ms, "-", "fault", action.describe().encode())
 
@@ -330,17 +330,17 @@ class Simulation:
 
         self.workload.admin(via, request, then=done)
 
-    def _plan_and_commit(self, via: str, attempt: int, version: int) -> None:
-        """`admin plan` then `admin commit` of that plan through `via`; again after a
-        refusal, as an operator would, until a plan past ring `version` (the one `via`
-        held when asked) shows nothing staged: a commit whose answer was lost may have
-        been applied. A committed plan changes which nodes clients use: joiners in,
-        leavers out."""
+    def _plan_and_commit(self, via: str, attempt: int, version: int, expected: int) -> None:
+        """`admin plan` then `admin commit` of that plan through `via` once it shows the
+        `expected` staged changes; again after a refusal, as an operator would, until a
+        plan past ring `version` (the one `via` held when asked) shows nothing staged: a
+        commit whose answer was lost may have been applied. A committed plan changes
+        which nodes clients use: joiners in, leavers out."""
 
         def retry() -> None:
             if attempt < COMMIT_ATTEMPTS_MAX:
-                self.scheduler.after(COMMIT_RETRY_MS,
-                                     lambda: self._plan_and_commit(via, attempt + 1, version))
+                self.scheduler.after(COMMIT_RETRY_MS, lambda: self._plan_and_commit(
+                    via, attempt + 1, version, expected))
 
         def planned(event: MembershipEvent, response: api.Response | None) -> None:
             if not isinstance(response, api.StatusResponse):
@@ -354,6 +354,10 @@ class Simulation:
                     self._follow_members()
                 else:  # the staged change has not reached `via` yet
                     retry()
+                return
+            if len(staged) < expected and plan["ring_version"] == version and (
+                    attempt < COMMIT_ATTEMPTS_MAX):
+                retry()  # a change staged elsewhere has not reached `via` yet
                 return
 
             def committed(event: MembershipEvent, answer: api.Response | None) -> None:
