@@ -75,6 +75,9 @@ def add_node_parser(commands: Any) -> None:
     p.add_argument("--preset", default="lan", choices=sorted(PRESETS), help="timing preset")
     p.add_argument("--hinted-handoff", default="on", choices=["on", "off"],
                    help="sloppy quorum with hinted handoff (default on)")
+    p.add_argument("--anti-entropy", default="on", choices=["on", "off"],
+                   help="Merkle-tree exchanges between replicas (default on; off leaves "
+                        "repair to read repair and hinted handoff)")
     p.add_argument("--early-replication", default="on", choices=["on", "off"],
                    help="send a write to the other replicas while the coordinator's own "
                         "copy syncs (default on; docs/architecture.md)")
@@ -90,7 +93,8 @@ def run_node_command(args: argparse.Namespace) -> int:
                         format=f"%(asctime)s {args.name} %(levelname)s %(name)s: %(message)s")
     config = preset(args.preset).with_options(
         cluster_name=args.cluster, hinted_handoff_enabled=args.hinted_handoff == "on",
-        early_replication=args.early_replication == "on")
+        early_replication=args.early_replication == "on",
+        anti_entropy_enabled=args.anti_entropy == "on")
     if args.ring_size is not None:
         if not is_power_of_two(args.ring_size) or args.ring_size > 65536:
             raise UsageError("--ring-size must be a power of two up to 65536")

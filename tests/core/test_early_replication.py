@@ -57,12 +57,19 @@ def test_the_first_write_of_an_epoch_goes_the_plain_way_and_durably_marks_the_ep
     assert not any(w.key == EARLY_EPOCH_META_KEY for w in second.writes)
 
 
-def test_the_coordinator_counts_its_own_copy_only_once_it_is_durable() -> None:
+def early_put_acked_by(*replicas: str) -> tuple[Node, Output]:
+    """A second put (sent early) that `replicas` acknowledged; its sync not yet done."""
     a = make(MemoryStorage())
     durable(a, put(a, 1, b"v1"))
     out = put(a, 2, b"v2")
     request_id = replica_puts(out.early)[0].request_id
-    a.step(MessageEvent("b", m.ReplicaPutAck(request_id)), 0)
+    for replica in replicas:
+        a.step(MessageEvent(replica, m.ReplicaPutAck(request_id)), 0)
+    return a, out
+
+
+def test_the_coordinator_counts_its_own_copy_only_once_it_is_durable() -> None:
+    a, out = early_put_acked_by("b")
     assert not a.take_output().replies  # w=2: b's copy, and its own is not durable yet
     durable(a, out)
     replies = a.take_output().replies
@@ -70,12 +77,7 @@ def test_the_coordinator_counts_its_own_copy_only_once_it_is_durable() -> None:
 
 
 def test_two_remote_copies_satisfy_w_before_the_local_sync() -> None:
-    a = make(MemoryStorage())
-    durable(a, put(a, 1, b"v1"))
-    out = put(a, 2, b"v2")
-    request_id = replica_puts(out.early)[0].request_id
-    a.step(MessageEvent("b", m.ReplicaPutAck(request_id)), 0)
-    a.step(MessageEvent("c", m.ReplicaPutAck(request_id)), 0)
+    a, _ = early_put_acked_by("b", "c")
     assert [type(response) for _, response in a.take_output().replies] == [api.DoneResponse]
 
 

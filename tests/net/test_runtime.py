@@ -161,3 +161,38 @@ def test_handshake_refuses_another_cluster_or_version() -> None:
             ours.check_peer(other.to_wire())
     with pytest.raises(PeerProtocolError):
         ours.check_peer({"proto": "http"})
+
+
+def test_a_message_sent_before_a_peer_listens_arrives_once_it_does() -> None:
+    """A restarted peer is often seen alive (its probes arrive) a moment before this
+    node's link to it reconnects: a frame sent then waits through failed connection
+    attempts and goes out on the next one (it was lost to them, seen as a flaky read
+    repair in the real-process tests), unless it is older than a request's timeout."""
+    from dynakv.core import messages as m
+
+    async def scenario() -> None:
+        config = Config(reconnect_interval_ms=50, connect_timeout_ms=200,
+                        request_timeout_ms=5_000)
+        port_a, port_b = free_port(), free_port()
+        got: list[tuple[str, m.Message]] = []
+        a = Transport(config, Handshake(config.cluster_name, "a", "r"),
+                      {"b": ("127.0.0.1", port_b)}, lambda *_: None, lambda *_: None)
+        await a.start("127.0.0.1", port_a)
+        b = Transport(config, Handshake(config.cluster_name, "b", "r"),
+                      {"a": ("127.0.0.1", port_a)}, lambda peer, msg: got.append((peer, msg)),
+                      lambda *_: None)
+        try:
+            await asyncio.sleep(0.3)  # a few refused attempts: b does not listen yet
+            assert a.send("b", m.Ping(7))
+            await asyncio.sleep(0.3)  # more refused attempts with the frame waiting
+            await b.start("127.0.0.1", port_b)
+            for _ in range(100):
+                if got:
+                    break
+                await asyncio.sleep(0.02)
+            assert got == [("a", m.Ping(7))]
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(scenario())

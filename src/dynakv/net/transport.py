@@ -169,6 +169,7 @@ class PeerLink:
         # short (the core may know the peer is alive before this link does).
         self._backlog: list[bytes] = []
         self._backlog_bytes = 0
+        self._backlog_since = 0.0  # loop time of the oldest frame in the backlog
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -196,6 +197,7 @@ class PeerLink:
                 return
             except (OSError, TimeoutError) as error:
                 log.debug("connect to %s failed: %s", self.peer, error)
+            self._drop_stale_backlog()
             self._mark(False)
             self._wake.clear()
             await asyncio.sleep(RECONNECT_MIN_INTERVAL_S)
@@ -219,10 +221,18 @@ class PeerLink:
             if not self._closed:
                 self.start()
 
-    def _mark(self, up: bool) -> None:
-        if not up:
+    def _drop_stale_backlog(self) -> None:
+        """After a failed attempt, forget the backlog once its oldest frame is older than
+        a request's timeout (whoever sent them has given up). Younger frames wait for
+        the next attempt: a peer that restarts is often seen alive by the core (its
+        probes arrive) a moment before this link reconnects, and the first request sent
+        to it then must not be lost to an attempt that started before it listened."""
+        age_s = asyncio.get_running_loop().time() - self._backlog_since
+        if self._backlog and age_s > self.transport.config.request_timeout_ms / 1000:
             self._backlog = []
             self._backlog_bytes = 0
+
+    def _mark(self, up: bool) -> None:
         if up != self.up:
             self.up = up
             log.info("peer %s is %s", self.peer, "up" if up else "down")
@@ -234,6 +244,8 @@ class PeerLink:
             if (len(self._backlog) >= limits.PEER_QUEUE_MAX_MESSAGES
                     or self._backlog_bytes + len(payload) > limits.FRAME_SIZE_MAX_BYTES):
                 return False
+            if not self._backlog:
+                self._backlog_since = asyncio.get_running_loop().time()
             self._backlog.append(payload)
             self._backlog_bytes += len(payload)
             return True
