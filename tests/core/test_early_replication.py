@@ -117,3 +117,18 @@ def test_a_failed_sync_after_early_sends_begins_a_new_epoch() -> None:
     assert a.epoch == epoch + 1
     assert any(w.partition == META_PARTITION for w in after.writes)
     assert not put(a, 3, b"v3").early
+
+
+def test_a_local_delete_starts_a_new_epoch_only_for_a_key_the_epoch_minted() -> None:
+    """kv679 needs a new epoch when a node forgets a key it minted dots for; a new epoch
+    for every other delete would add an actor to every version vector written since."""
+    a = make(MemoryStorage(), early=False)
+    epoch = a.epoch
+    a._delete_local(1, b"never-written-here")  # after a start: unknown, so a new epoch
+    assert a.epoch == epoch + 1
+    durable(a, put(a, 1, b"v1"))
+    a._delete_local(1, b"another-key")  # nothing minted for it in this epoch
+    assert a.epoch == epoch + 1
+    minted = next(iter(a._epoch_minted or ()))
+    a._delete_local(*minted)  # the key just written: its dots would be minted again
+    assert a.epoch == epoch + 2

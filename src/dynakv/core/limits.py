@@ -85,3 +85,8 @@ REAPS_IN_FLIGHT_MAX = 16
 # Heartbeat gaps the failure detector keeps per peer (core/detector.py): Akka's
 # phi accrual keeps 1,000; 8 bytes each, so 8 KB per peer.
 PHI_WINDOW_SAMPLES = 1_000
+
+# Keys an actor epoch remembers minting dots for (core/node.py, Node._actor): a local
+# delete of one of them starts a new epoch. Past this many (a set of about 10 MB) the
+# epoch forgets them and any local delete starts a new one, as after a restart.
+EPOCH_KEYS_TRACKED_MAX = 100_000

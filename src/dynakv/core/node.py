@@ -159,7 +159,9 @@ class Node:
         self.hints = HintLedger()
         stored_epoch = storage.get(META_PARTITION, EPOCH_META_KEY)
         self.epoch = 0 if stored_epoch is None else int(stored_epoch.decode())
-        self._epoch_used = True  # after a restart, assume the epoch minted dots
+        # The keys this epoch minted dots for (a local delete of one of them needs a new
+        # epoch); None: unknown, any key (after a restart, or past the bound).
+        self._epoch_minted: set[tuple[int, bytes]] | None = None
         self.reaper = Reaper(next_reap_ms=now_ms + config.tombstone_reap_interval_ms)
         self.ae = AntiEntropy(next_exchange_ms=now_ms,
                               next_rebuild_ms=now_ms + config.anti_entropy_rebuild_interval_ms)
@@ -614,7 +616,7 @@ class Node:
             if not request.context:
                 # A delete without a context removes what the coordinator has seen.
                 context = dvvset.join(local)
-        obj = dvvset.update(dvvset.new(context, content), local, self._actor())
+        obj = dvvset.update(dvvset.new(context, content), local, self._actor(partition, key))
         if props.last_write_wins or not props.allow_mult:
             obj = resolve_single(obj)
         live = len(live_siblings(obj))
@@ -1360,26 +1362,33 @@ class Node:
 
     # --- actor ids ----------------------------------------------------------------------
 
-    def _actor(self) -> str:
-        """The id this node's new dots carry: its server id and its current epoch.
+    def _actor(self, partition: int, key: bytes) -> str:
+        """The id this node's new dots for `key` carry: its server id and its epoch.
 
         A node that deletes its local copy of a key (a fallback handing off, a reaped
         tombstone) could later coordinate that key again with no memory of the dots it
         minted for it, and mint one of them again (Riak's kv679 data loss). So a local
-        delete after dots were minted starts a new epoch, durably, in the same batch:
-        dots of the new epoch are fresh for every key."""
-        self._epoch_used = True
+        delete of a key this epoch minted dots for starts a new epoch, durably, in the
+        same batch: dots of the new epoch are fresh for every key. Only for such a key:
+        a new epoch per deleted key would add an actor to every version vector written
+        since (a long chaos run grew one key's context to 358 actors, 8 KB, past HTTP
+        clients' header limit), so the epoch remembers its keys, up to a bound."""
+        minted = self._epoch_minted
+        if minted is not None:
+            minted.add((partition, key))
+            if len(minted) > limits.EPOCH_KEYS_TRACKED_MAX:
+                self._epoch_minted = None  # too many to remember: any delete is one
         return self.server_id if self.epoch == 0 else f"{self.server_id}.{self.epoch}"
 
     def _new_epoch(self) -> None:
         """Dots minted from now on are fresh for every key (written durably before any
         of them leaves: the epoch write precedes them in the commit order)."""
         self.epoch += 1
-        self._epoch_used = False
+        self._epoch_minted = set()
         self._write(META_PARTITION, EPOCH_META_KEY, str(self.epoch).encode())
 
     def _delete_local(self, partition: int, key: bytes) -> None:
-        if self._epoch_used:
+        if self._epoch_minted is None or (partition, key) in self._epoch_minted:
             self._new_epoch()
         self._write(partition, key, None)
         self._write(TOMBSTONES_PARTITION, tombstone_row(partition, key), None)
