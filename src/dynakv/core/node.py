@@ -252,12 +252,7 @@ class Node:
         if self._early_marker is not None and self._early_marker[0] <= write_seq:
             self._early_epoch = self._early_marker[1]
             self._early_marker = None
-        while self._awaiting_durable and self._awaiting_durable[0][0] <= write_seq:
-            _, request_id = self._awaiting_durable.popleft()
-            state = self._requests.get(request_id)
-            if isinstance(state, PutState):
-                state.ack(self.name)
-                self._check_put(request_id, state)
+        self._settle_own_copies(write_seq, "")
 
     def on_write_failed(self, write_seq: int) -> None:
         """The driver could not persist writes up to `write_seq`: forget them. Dots
@@ -268,11 +263,19 @@ class Node:
         if self._early_epoch is not None:
             self._early_epoch = None
             self._new_epoch()
+        self._settle_own_copies(write_seq, "its own copy could not be stored")
+
+    def _settle_own_copies(self, write_seq: int, failure: str) -> None:
+        """Count (or, with a failure, fail) this coordinator's own copies of early
+        replicated writes up to `write_seq` toward their requests' w."""
         while self._awaiting_durable and self._awaiting_durable[0][0] <= write_seq:
             _, request_id = self._awaiting_durable.popleft()
             state = self._requests.get(request_id)
             if isinstance(state, PutState):
-                state.fail(self.name, "its own copy could not be stored")
+                if failure:
+                    state.fail(self.name, failure)
+                else:
+                    state.ack(self.name)
                 self._check_put(request_id, state)
 
     def prepare_shutdown(self) -> None:
@@ -656,9 +659,10 @@ class Node:
         shutdown since) begins a new epoch, as does a failed write. Until the marker
         is durable, writes go the plain way: persist, then send."""
         others = [t for t in targets if t.node != self.name]
-        early = bool(self.config.early_replication and self._early_epoch == self.epoch and others)
-        if others and self.config.early_replication and self._early_epoch != self.epoch and (
-                self._early_marker is None or self._early_marker[1] != self.epoch):
+        wanted = bool(others) and self.config.early_replication
+        early = wanted and self._early_epoch == self.epoch
+        marking = self._early_marker is not None and self._early_marker[1] == self.epoch
+        if wanted and not early and not marking:
             self._write(META_PARTITION, EARLY_EPOCH_META_KEY, str(self.epoch).encode())
             self._early_marker = (self._write_seq, self.epoch)
         if early and self.name in state.waiting:

@@ -327,10 +327,9 @@ class Cluster:
 
     def _take_output(self, sim_node: SimNode, node: Node) -> None:
         output = node.take_output()
-        if output.empty():
-            return
-        self._send(sim_node, output.early)
-        self._release(sim_node, sim_node.pipeline.add(output))
+        if not output.empty():
+            self._send(sim_node, output.early)
+            self._release(sim_node, sim_node.pipeline.add(output))
         if sim_node.pipeline.has_writes() and not sim_node.pipeline.committing():
             self._start_sync(sim_node)
 
@@ -363,9 +362,7 @@ class Cluster:
             return
         node.on_durable(seq)
         self._release(sim_node, sim_node.pipeline.committed(seq, True))
-        self._take_output(sim_node, node)  # what on_durable produced
-        if sim_node.pipeline.has_writes() and not sim_node.pipeline.committing():
-            self._start_sync(sim_node)
+        self._take_output(sim_node, node)  # what on_durable produced; the next sync
 
     def _send(self, sim_node: SimNode, messages: list[tuple[str, m.Message]]) -> None:
         for peer, message in messages:
