@@ -17,7 +17,8 @@ AE_CONFIG = Config(ring_size=16, hinted_handoff_enabled=False, anti_entropy_inte
 
 
 def put(cluster: InstantCluster, via: str, key: str, value: bytes, w: int = 2) -> None:
-    response = cluster.request(via, api.PutRequest("default", "b", key, api.Content(value), w=w))
+    response = cluster.request(via, api.PutRequest("default", "b", key, api.Content(value), w=w,
+                                                   dw=min(w, 2)))
     assert isinstance(response, api.DoneResponse), response
 
 
@@ -101,3 +102,61 @@ def test_few_divergent_keys_among_many_converge_in_one_round_cheaply() -> None:
           f"({100 * exchange_bytes / data_bytes:.2f}%)")
     assert exchange_bytes < data_bytes / 20
     assert sum(n.ae.keys_repaired for n in cluster.nodes.values()) >= 5
+
+
+CATCH_UP_CONFIG = Config(ring_size=16, hinted_handoff_enabled=False,
+                         anti_entropy_interval_ms=3_600_000, request_timeout_ms=2_000)
+
+
+def missing_on(cluster: InstantCluster, name: str, keys: int) -> list[int]:
+    return [i for i in range(keys) if cluster.local(name, "b", f"k{i}") != [f"v{i}".encode()]]
+
+
+def test_a_replica_back_from_a_crash_is_caught_up_at_once() -> None:
+    """No hints and a round of an hour: only catch-up exchanges can repair c within
+    seconds of its restart (its trees are built first; a's and b's tries until then
+    fail and are retried)."""
+    cluster = InstantCluster(["a", "b", "c"], config=CATCH_UP_CONFIG)
+    cluster.advance(1_000)  # the first round's exchanges are done
+    cluster.crash("c")
+    for i in range(200):
+        put(cluster, "a", f"k{i}", f"v{i}".encode())
+    cluster.restart("c")
+    assert len(missing_on(cluster, "c", 200)) == 200
+    cluster.advance(5_000)
+    assert missing_on(cluster, "c", 200) == []
+    done = sum(cluster.nodes[n].ae.catch_ups_done for n in ("a", "b"))
+    assert done == 2 * 16  # every partition c shares with a and with b, once
+    assert all(not cluster.nodes[n].ae.catch_up for n in ("a", "b", "c"))
+
+
+def test_replicas_apart_in_a_partition_are_caught_up_when_it_heals() -> None:
+    """c is cut off until a and b's detectors mark it down; writes on both sides
+    (w=1, no hints) reach only their side; after the heal both sides have all."""
+    cluster = InstantCluster(["a", "b", "c"], config=CATCH_UP_CONFIG)
+    cluster.advance(1_000)
+    cut = {(x, y) for x in ("a", "b") for y in ("c",)}
+    cluster.drop |= cut | {(y, x) for x, y in cut}
+    cluster.advance(10_000)
+    assert cluster.nodes["a"].down == {"c"} and cluster.nodes["c"].down == {"a", "b"}
+    for i in range(100):
+        put(cluster, "a", f"k{i}", f"v{i}".encode(), w=1)
+    for i in range(100, 200):
+        put(cluster, "c", f"k{i}", f"v{i}".encode(), w=1)
+    assert len(missing_on(cluster, "c", 100)) == 100
+    cluster.drop.clear()
+    cluster.advance(5_000)  # probes answered: each side sees the other come back
+    for name in ("a", "b", "c"):
+        assert missing_on(cluster, name, 200) == [], name
+
+
+def test_a_catch_up_is_dropped_when_its_partner_goes_down_again() -> None:
+    cluster = InstantCluster(["a", "b", "c"], config=CATCH_UP_CONFIG)
+    cluster.advance(1_000)
+    cluster.crash("c")
+    cluster.restart("c")
+    assert cluster.nodes["a"].ae.catch_up  # queued (c is still building its trees)
+    cluster.crash("c")
+    assert not cluster.nodes["a"].ae.catch_up
+    deadline = cluster.nodes["a"].next_deadline_ms()
+    assert deadline is not None and deadline > cluster.now_ms  # no busy ticking

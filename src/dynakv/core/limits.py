@@ -71,6 +71,10 @@ MERKLE_FANOUT_MAX = 1024
 # Anti-entropy (core/anti_entropy.py): exchanges one node runs at once. Each holds
 # a tree walk and a few messages; two keep repair going without starving requests.
 AE_EXCHANGES_IN_FLIGHT_MAX = 2
+# A catch-up exchange (core/anti_entropy.py) that failed, most often because the
+# partner is still building its trees after a restart, is tried again this much
+# later (or after anti_entropy_interval_ms if that is shorter).
+AE_CATCH_UP_RETRY_MS = 1_000
 # Segments fetched per exchange message (each ~keys/segment items of ~50 bytes).
 AE_SEGMENTS_PER_MESSAGE = 64
 # Objects per repair message: bounded by SIBLINGS and VALUE limits, 100 keeps a

@@ -310,6 +310,9 @@ class Node:
                 deadlines.append(self.ae.next_build_ms)
             deadlines.append(min(self.ae.next_rebuild_ms,
                                  self.ae.next_exchange_ms if self.ae.trees else 1 << 62))
+            catch_up = self.ae.catch_up_due()
+            if catch_up is not None and self.ae.in_flight < limits.AE_EXCHANGES_IN_FLIGHT_MAX:
+                deadlines.append(catch_up)  # else an exchange's end wakes it
         return min(deadlines) if deadlines else None
 
     @property
@@ -1016,8 +1019,15 @@ class Node:
             self._send(node, m.BucketPropsUpdate(bucket_type, bucket, stored or None, version))
         self.hints.peer_up(node)
         self._next_handoff_ms = min(self._next_handoff_ms, self.now_ms)
+        if self.config.anti_entropy_enabled:  # exchange every shared partition soon
+            for partition in self._owned:
+                if any(t.node == node
+                       for t in primary_owners(self.ring, partition, self.config.n_val)):
+                    self.ae.catch_up[(partition, node)] = self.now_ms
 
     def _peer_went_down(self, node: str) -> None:
+        for pair in [pair for pair in self.ae.catch_up if pair[1] == node]:
+            del self.ae.catch_up[pair]  # queued again when it comes back
         for request_id, state in list(self._requests.items()):
             self._peer_failed(request_id, state, node, "down")
 
@@ -1515,6 +1525,8 @@ class Node:
         if self.ae.build_queue and self.now_ms >= self.ae.next_build_ms:
             self.ae.next_build_ms = self.now_ms + self.config.anti_entropy_build_interval_ms
             self._build_step(self.ae.build_queue[0])
+        while self.ae.in_flight < limits.AE_EXCHANGES_IN_FLIGHT_MAX and self._catch_up():
+            pass
         if self.now_ms >= self.ae.next_exchange_ms:
             self.ae.next_exchange_ms = self.now_ms + self.config.anti_entropy_interval_ms
             if self.ae.in_flight < limits.AE_EXCHANGES_IN_FLIGHT_MAX:
@@ -1535,6 +1547,29 @@ class Node:
         self.ae.trees[partition] = build.tree
         self.ae.trees_built += 1
 
+    def _catch_up(self) -> bool:
+        """Start the catch-up exchange due first, if one is due; False if none is.
+        A pair no longer shared, or whose partner is down, is dropped; one whose
+        tree is still being built here waits."""
+        due = self.ae.catch_up_due()
+        if due is None or due > self.now_ms:
+            return False
+        pair = min(self.ae.catch_up, key=lambda p: (self.ae.catch_up[p], p))
+        partition, partner = pair
+        owners = primary_owners(self.ring, partition, self.config.n_val)
+        if (partition not in self._owned or not any(t.node == partner for t in owners)
+                or not self.detector.is_up(partner)):
+            del self.ae.catch_up[pair]
+        elif partition not in self.ae.trees:
+            self.ae.catch_up[pair] = self.now_ms + self._catch_up_retry_ms()
+        else:
+            del self.ae.catch_up[pair]
+            self._begin_exchange(partition, partner, catch_up=True)
+        return True
+
+    def _catch_up_retry_ms(self) -> int:
+        return min(limits.AE_CATCH_UP_RETRY_MS, self.config.anti_entropy_interval_ms)
+
     def _start_exchange(self) -> None:
         """The next (partition, partner) pair, round robin, with the partner up."""
         pairs = [(partition, target.node)
@@ -1549,9 +1584,12 @@ class Node:
                 break
         else:
             return
+        self._begin_exchange(partition, partner, catch_up=False)
+
+    def _begin_exchange(self, partition: int, partner: str, catch_up: bool) -> None:
         tree = self.ae.trees[partition]
         exchange = Exchange(self.now_ms + self.config.request_timeout_ms, partition, partner,
-                            tree)
+                            tree, catch_up=catch_up)
         request_id = self._new_request(exchange)
         self.ae.in_flight += 1
         self._send(partner, m.AeLevel(request_id, partition, 0, (0,), tree.shape))
@@ -1579,9 +1617,13 @@ class Node:
                               for segment in segments)
                 self._send(sender, m.AeSegmentsReply(request_id, items, True))
             case m.AeRepair(request_id, partition, objects):
-                merged = tuple((key, self._merge_object(partition, key, obj))
-                               for key, obj in objects)
-                self._send(sender, m.AeRepairReply(request_id, merged))
+                merged = []
+                for key, obj in objects:
+                    before = self.read_object(partition, key)
+                    after = self._merge_object(partition, key, obj)
+                    self.ae.keys_repaired += after != before  # this copy repaired
+                    merged.append((key, after))
+                self._send(sender, m.AeRepairReply(request_id, tuple(merged)))
 
     def _merge_object(self, partition: int, key: bytes, obj: api.Object | None
                       ) -> api.Object | None:
@@ -1648,8 +1690,7 @@ class Node:
                 for key, obj in objects:
                     before = self.read_object(ex.partition, key)
                     after = self._merge_object(ex.partition, key, obj)
-                    if after != before or obj != before:
-                        ex.keys_repaired += 1
+                    ex.keys_repaired += after != before  # this copy repaired
                 self._exchange_next(request_id, ex)
 
     def _exchange_next(self, request_id: int, ex: Exchange) -> None:
@@ -1673,8 +1714,12 @@ class Node:
         self.ae.in_flight = max(0, self.ae.in_flight - 1)
         if failed:
             self.ae.exchanges_failed += 1
+            if ex.catch_up and self.detector.is_up(ex.partner):
+                self.ae.catch_up.setdefault((ex.partition, ex.partner),
+                                            self.now_ms + self._catch_up_retry_ms())
             return
         self.ae.exchanges_done += 1
+        self.ae.catch_ups_done += ex.catch_up
         self.ae.keys_repaired += ex.keys_repaired
         self.ae.last_exchange_ms[ex.partition] = self.now_ms
 
