@@ -4,7 +4,9 @@ Used for internode messages and for stored objects. A dataclass is an ext value
 (code 1) holding [tag, field values...]; tags are fixed numbers (below), so the
 encoding does not depend on class names or on Python's hash order, and equal
 values always encode to equal bytes (the Merkle trees rely on it): dicts, wherever
-they are, are packed in key order.
+they are, are packed in key order. A class that is encoded often may instead have an
+encoding of its own (`register_ext`, an ext value of its own code): stored objects
+(core/messages.py) are one flat msgpack array, not an ext value per dataclass.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -31,6 +34,9 @@ _field_names: dict[type[Any], tuple[str, ...]] = {}
 _field_types: dict[type[Any], tuple[tuple[type[Any], ...], ...]] = {}
 _enums: dict[int, type[Enum]] = {}
 _enum_tag_of: dict[type[Enum], int] = {}
+# Classes with an encoding of their own: class -> (ext code, to bytes); code -> from bytes.
+_own_ext: dict[type[Any], tuple[int, Callable[[Any], bytes]]] = {}
+_own_ext_decoders: dict[int, Callable[[bytes], Any]] = {}
 
 
 def register(tag: int, cls: type[Any]) -> None:
@@ -65,6 +71,23 @@ def _runtime_types(hint: Any) -> tuple[type[Any], ...]:
     return (object,)
 
 
+def register_ext(code: int, cls: type[Any], encode: Callable[[Any], bytes],
+                 decode: Callable[[bytes], Any]) -> None:
+    """Encode `cls` as an ext value of `code` holding encode(value); `decode` turns the
+    payload back (raising PeerProtocolError if it is malformed). Equal values must
+    encode to equal bytes."""
+    assert code not in (_DATACLASS_EXT, _ENUM_EXT), code
+    assert _own_ext_decoders.get(code, decode) is decode, f"ext code {code} taken"
+    _own_ext[cls] = (code, encode)
+    _own_ext_decoders[code] = decode
+
+
+def pack(value: Any) -> bytes:
+    """msgpack of native values (no dataclasses; dicts in the order given)."""
+    packed: bytes = _pack(value)
+    return packed
+
+
 def register_enum(tag: int, cls: type[Enum]) -> None:
     _enums[tag] = cls
     _enum_tag_of[cls] = tag
@@ -85,6 +108,9 @@ def _wire(value: Any) -> Any:
     cls = type(value)
     if cls in _NATIVE:
         return value
+    own = _own_ext.get(cls)
+    if own is not None:
+        return msgpack.ExtType(own[0], own[1](value))
     tag = _tag_of.get(cls)
     if tag is not None:
         return msgpack.ExtType(_DATACLASS_EXT, _pack(
@@ -115,6 +141,9 @@ def _ext_hook(code: int, data: bytes) -> Any:
     if code == _ENUM_EXT:
         enum_tag, value = msgpack.unpackb(data, use_list=False)
         return _enums[enum_tag](value)
+    decoder = _own_ext_decoders.get(code)
+    if decoder is not None:
+        return decoder(data)
     raise PeerProtocolError(f"unknown msgpack extension {code}")
 
 

@@ -128,6 +128,11 @@ def bucket_meta_key(bucket_type: str, bucket: str) -> bytes:
     return BUCKET_META_PREFIX + codec.encode([bucket_type, bucket])
 
 
+def _digest(stored: bytes) -> bytes:
+    """The Merkle hash of a stored object, of its current format's bytes."""
+    return object_hash(m.canonical_object(stored))
+
+
 class Node:
     def __init__(
         self,
@@ -1537,7 +1542,7 @@ class Node:
         build = self.ae.builds.setdefault(partition, TreeBuild(MerkleTree()))
         page = self._scan(partition, build.next_start, limits.AE_BUILD_PAGE_KEYS)
         for key, value in page:
-            build.tree.update(key, object_hash(value))
+            build.tree.update(key, _digest(value))
         build.keys += len(page)
         if len(page) == limits.AE_BUILD_PAGE_KEYS:
             build.next_start = page[-1][0] + b"\x00"
@@ -1761,7 +1766,7 @@ class Node:
             if (partition, key) in self.reaper.reaping:
                 continue
             state = ReapState(self.now_ms + self.config.request_timeout_ms, partition, key,
-                              object_hash(data), set(self.peers))
+                              _digest(data), set(self.peers))
             request_id = self._new_request(state)
             self.reaper.reaping.add((partition, key))
             for peer in self.peers:
@@ -1788,7 +1793,7 @@ class Node:
             return False
         data = self._read(partition, key)
         if self.name in self._key_primaries(partition, key):
-            return data is not None and object_hash(data) == digest
+            return data is not None and _digest(data) == digest
         return data is None
 
     def _check_reap(self, request_id: int, state: ReapState) -> None:
@@ -1807,7 +1812,7 @@ class Node:
 
     def _reap_delete(self, partition: int, key: bytes, digest: bytes) -> None:
         data = self._read(partition, key)
-        if data is not None and object_hash(data) == digest:
+        if data is not None and _digest(data) == digest:
             self._delete_local(partition, key)
             self._write(REAPED_PARTITION, tombstone_row(partition, key),
                         encode_reaped(self.now_ms, data))

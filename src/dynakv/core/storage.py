@@ -14,8 +14,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 META_PARTITION = -1
-# Data directory format; a node refuses to open a directory of another format.
-FORMAT_VERSION = 1
+# Data directory format; a node refuses to open a directory of a format it cannot read.
+# 2: objects are stored flat (core/messages.py, OBJECT_FORMAT). A directory of format 1
+# is still read (its objects decode, and hash as their re-encoding) and is marked 2 on
+# opening, so an older dynakv, which cannot read flat objects, refuses it.
+FORMAT_VERSION = 2
+FORMAT_VERSIONS_READ = (1, 2)
 
 
 @dataclass(frozen=True, slots=True)

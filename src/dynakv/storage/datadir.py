@@ -21,7 +21,7 @@ from typing import Any
 
 from dynakv.core.claim import Member
 from dynakv.core.ring import Ring
-from dynakv.core.storage import FORMAT_VERSION
+from dynakv.core.storage import FORMAT_VERSION, FORMAT_VERSIONS_READ
 
 
 class DataDirError(Exception):
@@ -63,15 +63,18 @@ def open_identity(directory: Path, name: str, cluster_name: str) -> Identity:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise DataDirError(f"{path}: unreadable identity: {error}") from error
-    if data.get("format_version") != FORMAT_VERSION:
+    if data.get("format_version") not in FORMAT_VERSIONS_READ:
         raise DataDirError(
             f"{directory}: data format {data.get('format_version')}, this dynakv reads "
-            f"format {FORMAT_VERSION}")
+            f"format{'s' if len(FORMAT_VERSIONS_READ) > 1 else ''} "
+            f"{', '.join(map(str, FORMAT_VERSIONS_READ))}")
     if data.get("name") != name:
         raise DataDirError(f"{directory} belongs to node {data.get('name')!r}, not {name!r}")
     if data.get("cluster_name") != cluster_name:
         raise DataDirError(
             f"{directory} belongs to cluster {data.get('cluster_name')!r}, not {cluster_name!r}")
+    if data["format_version"] != FORMAT_VERSION:  # read as it is, written as the current
+        write_json_atomically(path, {**data, "format_version": FORMAT_VERSION})
     return Identity(name, cluster_name, str(data["incarnation"]))
 
 
