@@ -160,3 +160,24 @@ def test_a_catch_up_is_dropped_when_its_partner_goes_down_again() -> None:
     assert not cluster.nodes["a"].ae.catch_up
     deadline = cluster.nodes["a"].next_deadline_ms()
     assert deadline is not None and deadline > cluster.now_ms  # no busy ticking
+
+
+def test_catch_ups_with_a_partner_that_never_has_trees_back_off_then_give_up() -> None:
+    """c comes back without trees and never builds them (as with anti-entropy off
+    there): a's and b's catch-ups with it fail, are tried 8 times each over about two
+    minutes, with doubling waits, then left to the round."""
+    cluster = InstantCluster(["a", "b", "c"], config=CATCH_UP_CONFIG)
+    cluster.advance(1_000)
+    cluster.crash("c")
+    cluster.restart("c")
+    cluster.nodes["c"].ae.build_queue.clear()
+    a = cluster.nodes["a"].ae
+    cluster.advance(60_000)
+    assert a.catch_up and a.catch_ups_given_up == 0
+    failed_at_60s = a.exchanges_failed
+    cluster.advance(90_000)
+    assert not a.catch_up and a.catch_ups_given_up == 16  # every pair a shares with c
+    assert a.exchanges_failed - failed_at_60s <= 2 * 16  # the waits doubled
+    assert a.exchanges_failed <= 16 * 8 + 2  # + the round's first exchanges
+    deadline = cluster.nodes["a"].next_deadline_ms()
+    assert deadline is not None and deadline > cluster.now_ms

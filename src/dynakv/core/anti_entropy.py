@@ -20,8 +20,11 @@ every (partition, peer) pair the two share is queued as a catch-up exchange, run
 ahead of the round as soon as fewer than AE_EXCHANGES_IN_FLIGHT_MAX are in flight.
 Whatever either side missed while apart (writes with no fallback to hold a hint,
 hints lost with a fallback) is repaired within seconds of the heal. A catch-up
-exchange that fails (the partner still building its trees) is retried after
-AE_CATCH_UP_RETRY_MS. An exchange:
+exchange that fails (the partner still building its trees) is tried again
+AE_CATCH_UP_RETRY_MS later, then twice that, and so on; after
+AE_CATCH_UP_FAILURES_MAX failures it is left to the round (a partner that never has
+trees, such as one with anti-entropy off, costs a few tries, not one a second). An
+exchange:
 1. compare roots, then descend level by level only into differing nodes
    (AeLevel / AeLevelReply), down to the differing segments;
 2. fetch those segments' (key, hash) items (AeSegments / AeSegmentsReply, at most
@@ -55,7 +58,9 @@ class Exchange:
     asked: tuple[str, frozenset[int] | frozenset[bytes]] = ("level", frozenset({0}))
     keys_repaired: int = 0  # keys whose copy on this node the exchange changed
     bytes_received: int = 0
-    catch_up: bool = False  # a catch-up exchange (retried if it fails)
+    # A catch-up exchange: how many tries of it failed before this one; None for an
+    # exchange of the round.
+    catch_up_failures: int | None = None
 
 
 @dataclass(slots=True)
@@ -84,14 +89,16 @@ class AntiEntropy:
     exchanges_failed: int = 0
     keys_repaired: int = 0  # keys whose copy here an exchange changed (either side)
     last_exchange_ms: dict[int, int] = field(default_factory=dict)
-    # Catch-up exchanges: (partition, partner) -> not before this time. Bounded by
-    # the pairs this node's partitions have (partitions x (n_val - 1)).
-    catch_up: dict[tuple[int, str], int] = field(default_factory=dict)
+    # Catch-up exchanges: (partition, partner) -> (not before this time, tries that
+    # failed). Bounded by the pairs this node's partitions have (partitions x
+    # (n_val - 1)).
+    catch_up: dict[tuple[int, str], tuple[int, int]] = field(default_factory=dict)
     catch_ups_done: int = 0
+    catch_ups_given_up: int = 0
 
     def catch_up_due(self) -> int | None:
         """When the next catch-up exchange may start (None if none is queued)."""
-        return min(self.catch_up.values()) if self.catch_up else None
+        return min(when for when, _ in self.catch_up.values()) if self.catch_up else None
 
     def tree_for_update(self, partition: int) -> list[MerkleTree]:
         """The trees (built and building) that a write to `partition` must update."""
@@ -115,6 +122,7 @@ class AntiEntropy:
             "exchanges_in_flight": self.in_flight,
             "catch_up_queued": len(self.catch_up),
             "catch_ups_done": self.catch_ups_done,
+            "catch_ups_given_up": self.catch_ups_given_up,
             "keys_repaired": self.keys_repaired,
             # Keys per partition, from the built trees (what this replica holds).
             "partition_keys": {str(p): tree.keys_count for p, tree in sorted(self.trees.items())},

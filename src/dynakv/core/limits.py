@@ -73,8 +73,12 @@ MERKLE_FANOUT_MAX = 1024
 AE_EXCHANGES_IN_FLIGHT_MAX = 2
 # A catch-up exchange (core/anti_entropy.py) that failed, most often because the
 # partner is still building its trees after a restart, is tried again this much
-# later (or after anti_entropy_interval_ms if that is shorter).
+# later (or after anti_entropy_interval_ms if that is shorter), then twice as long
+# after each further failure; after this many failures it is left to the round.
+# Waits of 1 + 2 + ... + 64 s: tries for about two minutes, time for a partner to
+# build trees over 12 million keys at 1,000 keys per 10 ms step.
 AE_CATCH_UP_RETRY_MS = 1_000
+AE_CATCH_UP_FAILURES_MAX = 8
 # Segments fetched per exchange message (each ~keys/segment items of ~50 bytes).
 AE_SEGMENTS_PER_MESSAGE = 64
 # Objects per repair message: bounded by SIBLINGS and VALUE limits, 100 keeps a

@@ -1028,7 +1028,7 @@ class Node:
             for partition in self._owned:
                 if any(t.node == node
                        for t in primary_owners(self.ring, partition, self.config.n_val)):
-                    self.ae.catch_up[(partition, node)] = self.now_ms
+                    self.ae.catch_up[(partition, node)] = (self.now_ms, 0)
 
     def _peer_went_down(self, node: str) -> None:
         for pair in [pair for pair in self.ae.catch_up if pair[1] == node]:
@@ -1561,19 +1561,21 @@ class Node:
             return False
         pair = min(self.ae.catch_up, key=lambda p: (self.ae.catch_up[p], p))
         partition, partner = pair
+        failures = self.ae.catch_up[pair][1]
         owners = primary_owners(self.ring, partition, self.config.n_val)
         if (partition not in self._owned or not any(t.node == partner for t in owners)
                 or not self.detector.is_up(partner)):
             del self.ae.catch_up[pair]
-        elif partition not in self.ae.trees:
-            self.ae.catch_up[pair] = self.now_ms + self._catch_up_retry_ms()
+        elif partition not in self.ae.trees:  # this node's own tree: not a failure
+            self.ae.catch_up[pair] = (self.now_ms + self._catch_up_retry_ms(0), failures)
         else:
             del self.ae.catch_up[pair]
-            self._begin_exchange(partition, partner, catch_up=True)
+            self._begin_exchange(partition, partner, catch_up_failures=failures)
         return True
 
-    def _catch_up_retry_ms(self) -> int:
-        return min(limits.AE_CATCH_UP_RETRY_MS, self.config.anti_entropy_interval_ms)
+    def _catch_up_retry_ms(self, failures: int) -> int:
+        first = min(limits.AE_CATCH_UP_RETRY_MS, self.config.anti_entropy_interval_ms)
+        return first << failures
 
     def _start_exchange(self) -> None:
         """The next (partition, partner) pair, round robin, with the partner up."""
@@ -1589,12 +1591,13 @@ class Node:
                 break
         else:
             return
-        self._begin_exchange(partition, partner, catch_up=False)
+        self._begin_exchange(partition, partner, catch_up_failures=None)
 
-    def _begin_exchange(self, partition: int, partner: str, catch_up: bool) -> None:
+    def _begin_exchange(self, partition: int, partner: str, catch_up_failures: int | None
+                        ) -> None:
         tree = self.ae.trees[partition]
         exchange = Exchange(self.now_ms + self.config.request_timeout_ms, partition, partner,
-                            tree, catch_up=catch_up)
+                            tree, catch_up_failures=catch_up_failures)
         request_id = self._new_request(exchange)
         self.ae.in_flight += 1
         self._send(partner, m.AeLevel(request_id, partition, 0, (0,), tree.shape))
@@ -1719,12 +1722,17 @@ class Node:
         self.ae.in_flight = max(0, self.ae.in_flight - 1)
         if failed:
             self.ae.exchanges_failed += 1
-            if ex.catch_up and self.detector.is_up(ex.partner):
-                self.ae.catch_up.setdefault((ex.partition, ex.partner),
-                                            self.now_ms + self._catch_up_retry_ms())
+            if ex.catch_up_failures is not None and self.detector.is_up(ex.partner):
+                failures = ex.catch_up_failures + 1
+                if failures >= limits.AE_CATCH_UP_FAILURES_MAX:
+                    self.ae.catch_ups_given_up += 1  # left to the round
+                else:
+                    self.ae.catch_up.setdefault(
+                        (ex.partition, ex.partner),
+                        (self.now_ms + self._catch_up_retry_ms(failures - 1), failures))
             return
         self.ae.exchanges_done += 1
-        self.ae.catch_ups_done += ex.catch_up
+        self.ae.catch_ups_done += ex.catch_up_failures is not None
         self.ae.keys_repaired += ex.keys_repaired
         self.ae.last_exchange_ms[ex.partition] = self.now_ms
 
