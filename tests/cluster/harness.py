@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import http.client as http_client
 import json
 import os
@@ -134,7 +135,7 @@ class ProcessCluster:
             with open(self.root / f"{node.name}.log", "ab") as log:
                 node.process = subprocess.Popen(node.argv, stdout=log, stderr=subprocess.STDOUT)
         for node in self.nodes if index is None else [self.nodes[index]]:
-            wait_until(lambda node=node: self._ready(node), START_TIMEOUT_S,
+            wait_until(functools.partial(self._ready, node), START_TIMEOUT_S,
                        f"{node.name} to answer /ping")
         wait_until(self.all_connected, START_TIMEOUT_S, "every node to see every peer up")
 
