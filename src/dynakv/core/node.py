@@ -15,11 +15,10 @@ special (decentralization).
 from __future__ import annotations
 
 import heapq
-import random
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dynakv.config import Config
 from dynakv.core import api, codec, dvvset, limits
@@ -76,6 +75,9 @@ from dynakv.core.tombstones import (
     reaped_memory_ms,
     tombstone_row,
 )
+
+if TYPE_CHECKING:
+    import random  # the type of the Random the driver hands in; the core draws none itself
 
 # --- events -----------------------------------------------------------------------
 
@@ -1026,8 +1028,7 @@ class Node:
         self._next_handoff_ms = min(self._next_handoff_ms, self.now_ms)
         if self.config.anti_entropy_enabled:  # exchange every shared partition soon
             for partition in self._owned:
-                if any(t.node == node
-                       for t in primary_owners(self.ring, partition, self.config.n_val)):
+                if node in self._ae_partners(partition):
                     self.ae.catch_up[(partition, node)] = (self.now_ms, 0)
 
     def _peer_went_down(self, node: str) -> None:
@@ -1562,8 +1563,7 @@ class Node:
         pair = min(self.ae.catch_up, key=lambda p: (self.ae.catch_up[p], p))
         partition, partner = pair
         failures = self.ae.catch_up[pair][1]
-        owners = primary_owners(self.ring, partition, self.config.n_val)
-        if (partition not in self._owned or not any(t.node == partner for t in owners)
+        if (partition not in self._owned or partner not in self._ae_partners(partition)
                 or not self.detector.is_up(partner)):
             del self.ae.catch_up[pair]
         elif partition not in self.ae.trees:  # this node's own tree: not a failure
@@ -1577,12 +1577,17 @@ class Node:
         first = min(limits.AE_CATCH_UP_RETRY_MS, self.config.anti_entropy_interval_ms)
         return first << failures
 
+    def _ae_partners(self, partition: int) -> list[str]:
+        """The other primary owners of `partition` (at the default n_val): the nodes
+        this one exchanges it with."""
+        return [target.node for target in primary_owners(self.ring, partition, self.config.n_val)
+                if target.node != self.name]
+
     def _start_exchange(self) -> None:
         """The next (partition, partner) pair, round robin, with the partner up."""
-        pairs = [(partition, target.node)
+        pairs = [(partition, partner)
                  for partition in sorted(self.ae.trees)
-                 for target in primary_owners(self.ring, partition, self.config.n_val)
-                 if target.node != self.name]
+                 for partner in self._ae_partners(partition)]
         up = self.detector.up_peers()
         for _ in range(len(pairs)):
             partition, partner = pairs[self.ae.cursor % len(pairs)]
@@ -1627,27 +1632,28 @@ class Node:
             case m.AeRepair(request_id, partition, objects):
                 merged = []
                 for key, obj in objects:
-                    before = self.read_object(partition, key)
-                    after = self._merge_object(partition, key, obj)
-                    self.ae.keys_repaired += after != before  # this copy repaired
+                    after, repaired = self._merge_object(partition, key, obj)
+                    self.ae.keys_repaired += repaired  # this copy repaired
                     merged.append((key, after))
                 self._send(sender, m.AeRepairReply(request_id, tuple(merged)))
 
     def _merge_object(self, partition: int, key: bytes, obj: api.Object | None
-                      ) -> api.Object | None:
-        """Merge a peer's version into this replica; the merged version. A key reaped
-        a moment ago merges with its remembered tombstone (core/tombstones.py): a
-        version the tombstone covers is dropped, not stored."""
+                      ) -> tuple[api.Object | None, bool]:
+        """Merge a peer's version into this replica: the merged version, and whether
+        this replica changed. A key reaped a moment ago merges with its remembered
+        tombstone (core/tombstones.py): a version the tombstone covers is dropped,
+        not stored."""
         local = self.read_object(partition, key)
         if obj is None:
-            return local
+            return local, False
         base = local if local is not None else self._reaped_tombstone(partition, key)
         merged = obj if base is None else dvvset.sync(base, obj)
         if local is None and merged == base:
-            return None  # an old version of a key reaped since
-        if merged != local:
-            self._store_object(partition, key, merged)
-        return merged
+            return None, False  # an old version of a key reaped since
+        if merged == local:
+            return merged, False
+        self._store_object(partition, key, merged)
+        return merged, True
 
     def _reaped_tombstone(self, partition: int, key: bytes) -> api.Object | None:
         raw = self._read(REAPED_PARTITION, tombstone_row(partition, key))
@@ -1696,9 +1702,7 @@ class Node:
                 self._exchange_next(request_id, ex)
             case m.AeRepairReply(_, objects):
                 for key, obj in objects:
-                    before = self.read_object(ex.partition, key)
-                    after = self._merge_object(ex.partition, key, obj)
-                    ex.keys_repaired += after != before  # this copy repaired
+                    ex.keys_repaired += self._merge_object(ex.partition, key, obj)[1]
                 self._exchange_next(request_id, ex)
 
     def _exchange_next(self, request_id: int, ex: Exchange) -> None:
