@@ -294,7 +294,8 @@ codec.register_enum(2, ms.Status)
 # usermeta, links, indexes, last_modified_ms, vtag, deleted], ...]], ...]. Inside
 # messages it is an ext value (OBJECT_EXT) holding the same array. Decoding it is one
 # msgpack call and a constructor per dataclass; the generic codec's ext value per
-# entry and per sibling cost 1.6 times as much to decode and six times as much to encode.
+# entry and per sibling cost 1.5 times as much to decode and six times as much to
+# encode (bench/codec.py).
 # Objects stored before this format (a generic-codec ext value, whose first byte is
 # never OBJECT_FORMAT) are still read; their Merkle hashes are taken over their
 # re-encoding (`canonical_object`), so replicas agree whatever format they hold.
