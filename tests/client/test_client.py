@@ -229,6 +229,50 @@ def test_connection_failed() -> None:
         Client("ftp://example.com")
 
 
+def test_async_pb_request_times_out_on_a_silent_server() -> None:
+    """A PB node that takes connections but stops answering: each request waiting on
+    the connection fails once its own timeout has passed (one timer per connection,
+    armed again for the next request waiting), and the connection is not reused."""
+    from dynakv.client.pb_protocol import Code, call
+    from dynakv.client.pb_transport import AsyncPbConnection
+
+    async def main() -> None:
+        answered = 0
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal answered
+            while True:
+                header = await reader.readexactly(5)
+                await reader.readexactly(int.from_bytes(header[:4], "big") - 1)
+                if answered == 0:  # the first ping only: RpbPingResp, code 2
+                    answered += 1
+                    writer.write(b"\x00\x00\x00\x01\x02")
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        _, connection = await loop.create_connection(
+            lambda: AsyncPbConnection("pb://test"), "127.0.0.1", port)
+        assert (await connection.request(call(Code.PING_REQ), 5.0)).frames
+        started = loop.time()
+        first = asyncio.ensure_future(connection.request(call(Code.PING_REQ), 0.2))
+        await asyncio.sleep(0.1)
+        second = asyncio.ensure_future(connection.request(call(Code.PING_REQ), 5.0))
+        with pytest.raises(ConnectionFailed, match=r"no reply within 0\.2 s"):
+            await first
+        assert 0.19 <= loop.time() - started < 2.0
+        with pytest.raises(ConnectionFailed):  # failed with the connection, not 5 s later
+            await second
+        assert loop.time() - started < 2.0
+        assert connection.closed
+        with pytest.raises(ConnectionFailed, match="closed"):
+            await connection.request(call(Code.PING_REQ), 5.0)
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
+
+
 def test_sync_client_reconnects(served: Served) -> None:
     with Client(served.url) as client:
         assert client.ping()
