@@ -80,12 +80,13 @@ keys = st.binary(max_size=40)
 # One strategy per message type; test_every_message_type_is_covered keeps it complete.
 MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     m.ReplicaPut: st.builds(m.ReplicaPut, request_id=request_ids, partition=partitions,
-                            key=keys, obj=objects(), hint_for=small_text),
+                            key=keys, data=objects().map(m.encode_object),
+                            hint_for=small_text),
     m.ReplicaPutAck: st.builds(m.ReplicaPutAck, request_id=request_ids, error=small_text),
     m.ReplicaGet: st.builds(m.ReplicaGet, request_id=request_ids, partition=partitions,
                             key=keys),
     m.ReplicaGetReply: st.builds(m.ReplicaGetReply, request_id=request_ids,
-                                 obj=st.one_of(st.none(), objects())),
+                                 data=st.one_of(st.none(), objects().map(m.encode_object))),
     m.Forward: st.builds(m.Forward, request_id=request_ids,
                          request=st.one_of(put_requests, delete_requests)),
     m.ForwardReply: st.builds(m.ForwardReply, request_id=request_ids, response=responses),

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dynakv.core import api, dvvset
+from dynakv.core import messages as m
 from dynakv.core.coordinator import (
     ClientReplyTo,
     GetState,
@@ -22,7 +23,7 @@ def put_state(w: int, nodes: Iterable[str] = ("a", "b", "c"), primaries: Iterabl
         "a", "b", "c"), dw: int = 0, pw: int = 0) -> PutState:
     return PutState(
         reply_to=ClientReplyTo(1), deadline_ms=1_000, partition=0, key=b"k",
-        obj=dvvset.Clock(), w=w, dw=dw, pw=pw, return_body=False,
+        obj=dvvset.Clock(), data=b"", w=w, dw=dw, pw=pw, return_body=False,
         primaries=frozenset(primaries), waiting=set(nodes),
     )
 
@@ -47,7 +48,8 @@ def written(value: bytes, server: str = "a", modified_ms: int = 0,
                          server)
 
 
-FOUND = written(b"v")
+FOUND_OBJECT = written(b"v")
+FOUND = m.encode_object(FOUND_OBJECT)  # a replica's reply: its copy as stored
 
 # --- puts -------------------------------------------------------------------------------
 
@@ -152,7 +154,7 @@ def test_get_succeeds_after_r_replies() -> None:
     assert state.outcome() is Outcome.PENDING
     state.reply("b", None)
     assert state.outcome() is Outcome.SUCCESS  # notfound_ok: a notfound is a success
-    assert state.merged() == FOUND
+    assert state.merged() == FOUND_OBJECT
 
 
 def test_get_notfound_ok_all_notfound_is_not_found() -> None:
@@ -273,12 +275,33 @@ def test_replies_from_strangers_and_duplicates_are_ignored() -> None:
 def test_merged_syncs_the_found_replies() -> None:
     state = get_state(r=3)
     one, two = written(b"1", "a"), written(b"2", "b")
-    state.reply("a", one)
-    state.reply("b", two)
+    state.reply("a", m.encode_object(one))
+    assert state.merged() == one and state.merged_data() == m.encode_object(one)
+    state.reply("b", m.encode_object(two))  # a new reply: merged again
     state.reply("c", None)
     merged = state.merged()
     assert merged is not None
     assert sorted(c.value for c in dvvset.values(merged)) == [b"1", b"2"]
+    assert state.merged_data() == m.encode_object(merged)
+
+
+def test_replicas_that_agree_are_decoded_once_and_not_merged() -> None:
+    state = get_state(r=3)
+    for node in ("a", "b", "c"):
+        state.reply(node, FOUND)
+    assert list(state.decoded) == [FOUND]
+    assert state.merged() is state.decoded[FOUND]
+    assert state.merged_data() is FOUND  # every replica answered it: no read repair
+
+
+def test_a_malformed_reply_counts_as_that_replica_failing() -> None:
+    state = get_state(r=2)
+    state.reply("a", FOUND)
+    state.reply("b", b"\x02\x93garbage")
+    assert state.failed_nodes == {"b"} and "b: malformed object" in state.errors[0]
+    assert state.outcome() is Outcome.PENDING
+    state.reply("c", FOUND)
+    assert state.outcome() is Outcome.SUCCESS and state.merged() == FOUND_OBJECT
 
 
 @st.composite

@@ -32,6 +32,7 @@ _field_names: dict[type[Any], tuple[str, ...]] = {}
 # message whose fields have other types is refused at decoding (PeerProtocolError),
 # so the node never handles a "ReplicaGet" whose partition is a string.
 _field_types: dict[type[Any], tuple[tuple[type[Any], ...], ...]] = {}
+_checks: dict[type[Any], Callable[[Any], None]] = {}
 _enums: dict[int, type[Enum]] = {}
 _enum_tag_of: dict[type[Enum], int] = {}
 # Classes with an encoding of their own: class -> (ext code, to bytes); code -> from bytes.
@@ -39,8 +40,12 @@ _own_ext: dict[type[Any], tuple[int, Callable[[Any], bytes]]] = {}
 _own_ext_decoders: dict[int, Callable[[bytes], Any]] = {}
 
 
-def register(tag: int, cls: type[Any]) -> None:
+def register(tag: int, cls: type[Any], check: Callable[[Any], None] | None = None) -> None:
+    """Encode instances of dataclass `cls` as tag `tag`; `check`, if given, is called on
+    each decoded instance and raises ValueError for one of the wrong shape."""
     assert dataclasses.is_dataclass(cls), cls
+    if check is not None:
+        _checks[cls] = check
     assert tag not in _by_tag or _by_tag[tag] is cls, f"tag {tag} taken"
     _by_tag[tag] = cls
     _tag_of[cls] = tag
@@ -137,7 +142,11 @@ def _ext_hook(code: int, data: bytes) -> Any:
                 raise PeerProtocolError(
                     f"{cls.__name__}.{name}: {type(value).__name__} is not "
                     f"{' | '.join(t.__name__ for t in allowed)}")
-        return cls(*values)
+        decoded = cls(*values)
+        check = _checks.get(cls)
+        if check is not None:
+            check(decoded)  # ValueError: decode() raises PeerProtocolError
+        return decoded
     if code == _ENUM_EXT:
         enum_tag, value = msgpack.unpackb(data, use_list=False)
         return _enums[enum_tag](value)

@@ -20,7 +20,9 @@ from enum import Enum
 from typing import Any
 
 from dynakv.core import api, dvvset
+from dynakv.core import messages as m
 from dynakv.core.anti_entropy import Exchange
+from dynakv.core.errors import PeerProtocolError
 from dynakv.core.tombstones import ReapState
 
 
@@ -52,6 +54,7 @@ class PutState:
     partition: int
     key: bytes
     obj: api.Object
+    data: bytes  # obj as stored, sent to the replicas
     w: int
     dw: int
     pw: int
@@ -113,17 +116,29 @@ class GetState:
     # Previous owners still handing the partition off (asked as well, not counted
     # towards r or pr): a not-found answer waits for them, a value they hold is merged.
     sources: frozenset[str] = frozenset()
-    replies: dict[str, api.Object | None] = field(default_factory=dict)
+    # node -> its copy as stored (encode_object), None for not found or failed.
+    replies: dict[str, bytes | None] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     failed_nodes: set[str] = field(default_factory=set)
     done: bool = False
+    # Each distinct copy decoded once: replicas that agree answer the same bytes.
+    decoded: dict[bytes, api.Object] = field(default_factory=dict)
+    _merged: tuple[int, api.Object | None, bytes | None] | None = None
 
     def __post_init__(self) -> None:
         self.asked = self.asked + tuple(sorted(self.sources - set(self.asked)))
 
-    def reply(self, node: str, obj: api.Object | None) -> None:
-        if node in self.asked and node not in self.replies:
-            self.replies[node] = obj
+    def reply(self, node: str, data: bytes | None) -> None:
+        """`node`'s copy; one that does not decode counts as that node failing."""
+        if node not in self.asked or node in self.replies:
+            return
+        if data is not None and data not in self.decoded:
+            try:
+                self.decoded[data] = m.decode_object(data)
+            except PeerProtocolError as error:
+                self.fail(node, f"malformed object: {error}")
+                return
+        self.replies[node] = data
 
     def fail(self, node: str, reason: str) -> None:
         if node in self.asked and node not in self.replies:
@@ -173,10 +188,25 @@ class GetState:
                    if source not in self.failed_nodes)
 
     def merged(self) -> api.Object | None:
-        found = [obj for node, obj in sorted(self.replies.items()) if obj is not None]
-        if not found:
-            return None
-        return dvvset.sync_all(found)
+        """The merge of every copy found so far."""
+        return self._merge()[1]
+
+    def merged_data(self) -> bytes | None:
+        """merged() as stored: a replica that answered these bytes is up to date."""
+        return self._merge()[2]
+
+    def _merge(self) -> tuple[int, api.Object | None, bytes | None]:
+        # Replies only grow: the merge is taken again only after another one came.
+        if self._merged is None or self._merged[0] != len(self.replies):
+            found = sorted({data for data in self.replies.values() if data is not None})
+            if not found:
+                self._merged = (len(self.replies), None, None)
+            elif len(found) == 1:
+                self._merged = (len(self.replies), self.decoded[found[0]], found[0])
+            else:
+                obj = dvvset.sync_all(self.decoded[data] for data in found)
+                self._merged = (len(self.replies), obj, m.encode_object(obj))
+        return self._merged
 
     def failure_message(self) -> str:
         found, notfound, ok_primary, _failed = self._counts()
@@ -228,7 +258,7 @@ class HandoffState:
     row: bytes  # the hint's storage key
     partition: int
     key: bytes
-    obj: api.Object
+    data: bytes  # the copy sent, as stored
 
 
 @dataclass(slots=True)

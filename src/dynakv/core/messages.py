@@ -15,18 +15,23 @@ from dynakv.core import api, codec, dvvset
 from dynakv.core import membership as ms
 from dynakv.core.errors import ErrorKind, PeerProtocolError
 
-PROTOCOL_VERSION = 2  # 2: objects inside messages are OBJECT_EXT flat arrays
+# 2: objects inside messages are OBJECT_EXT flat arrays; 3: a replica's copy travels
+# as its stored bytes (ReplicaPut.data, ReplicaGetReply.data).
+PROTOCOL_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)
 class ReplicaPut:
     """Merge this object into your replica and acknowledge (request_id 0: no ack).
-    With hint_for set you are a fallback: keep a hint for that owner too."""
+    With hint_for set you are a fallback: keep a hint for that owner too. `data` is
+    the object as stored (encode_object): the coordinator encodes it once for its own
+    copy and every replica's, and a replica that holds these very bytes already has
+    nothing to decode."""
 
     request_id: int
     partition: int
     key: bytes
-    obj: api.Object
+    data: bytes
     hint_for: str = ""
 
 
@@ -45,8 +50,12 @@ class ReplicaGet:
 
 @dataclass(frozen=True, slots=True)
 class ReplicaGetReply:
+    """The replica's copy as stored (encode_object), None if it has none: the replica
+    sends its bytes without decoding them, and the coordinator decodes each distinct
+    copy once (replicas that agree send the same bytes)."""
+
     request_id: int
-    obj: api.Object | None
+    data: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +291,7 @@ for _tag, _cls in enumerate(
     ),
     start=1,
 ):
-    codec.register(_tag, _cls)
+    codec.register(_tag, _cls, dvvset.check if _cls is dvvset.Clock else None)
 codec.register_enum(1, ErrorKind)
 codec.register_enum(2, ms.Status)
 
@@ -328,7 +337,9 @@ def _unflat(data: bytes) -> api.Object:
             if type(server_id) is not str or type(counter) is not int or type(values) is not tuple:
                 raise PeerProtocolError(f"malformed entry: {server_id!r:.100}")
             entries.append(dvvset.Entry(server_id, counter, tuple(map(_content, values))))
-        return dvvset.Clock(tuple(entries))
+        clock: api.Object = dvvset.Clock(tuple(entries))
+        dvvset.check(clock)
+        return clock
     except PeerProtocolError:
         raise
     except Exception as error:  # wrong shapes, unsorted entries, not msgpack

@@ -42,7 +42,7 @@ from dynakv.core.coordinator import (
     resolve_single,
 )
 from dynakv.core.detector import FailureDetector
-from dynakv.core.errors import ClientError, DynakvError, ErrorKind, Unavailable
+from dynakv.core.errors import ClientError, DynakvError, ErrorKind, PeerProtocolError, Unavailable
 from dynakv.core.handoff import TRANSFER_BATCH_KEYS, TRANSFERS_IN_FLIGHT_MAX, Transfer
 from dynakv.core.hints import (
     HANDOFF_BATCH_MAX,
@@ -352,8 +352,17 @@ class Node:
         data = self._read(partition, key)
         return None if data is None else m.decode_object(data)
 
-    def _store_object(self, partition: int, key: bytes, obj: api.Object) -> None:
-        self._write(partition, key, m.encode_object(obj))
+    def _read_stored(self, partition: int, key: bytes) -> bytes | None:
+        """This replica's copy as stored, in the current format: what a peer is sent."""
+        data = self._read(partition, key)
+        return None if data is None else m.canonical_object(data)
+
+    def _store_object(self, partition: int, key: bytes, obj: api.Object,
+                      data: bytes | None = None) -> bytes:
+        """Store `obj` (`data`: its encoding, if the caller has it); its bytes."""
+        if data is None:
+            data = m.encode_object(obj)
+        self._write(partition, key, data)
         self._hand_off_stray(partition, key)
         row = tombstone_row(partition, key)
         values = dvvset.values(obj)
@@ -362,6 +371,7 @@ class Node:
             self._write(TOMBSTONES_PARTITION, row, written.to_bytes(8, "big"))
         elif self._read(TOMBSTONES_PARTITION, row) is not None:
             self._write(TOMBSTONES_PARTITION, row, None)
+        return data
 
     def _hand_off_stray(self, partition: int, key: bytes) -> None:
         """A key stored in a partition owned elsewhere, that no hint covers (a write or a
@@ -644,11 +654,11 @@ class Node:
         if mine is not None and mine.hint_for and not self._add_hint(mine.hint_for, partition, key):
             raise Unavailable(f"this fallback holds the maximum of hints for {mine.hint_for}; "
                               "nothing was written")
-        self._store_object(partition, key, obj)
+        data = self._store_object(partition, key, obj)
         w, dw, pw = quorums
         primaries = frozenset(t.node for t in targets if t.primary)
         state = PutState(
-            reply_to, deadline, partition, key, obj, w, dw, pw,
+            reply_to, deadline, partition, key, obj, data, w, dw, pw,
             isinstance(request, api.PutRequest) and request.return_body,
             primaries, {t.node for t in targets},
         )
@@ -682,7 +692,7 @@ class Node:
         queue = self._out.early if early else self._out.messages
         for target in others:
             queue.append((target.node,
-                          m.ReplicaPut(request_id, state.partition, state.key, state.obj,
+                          m.ReplicaPut(request_id, state.partition, state.key, state.data,
                                        target.hint_for)))
 
     def _check_put(self, request_id: int, state: PutState) -> None:
@@ -735,7 +745,7 @@ class Node:
             if node != self.name:
                 self._send(node, m.ReplicaGet(request_id, partition, key))
         if self.name in state.asked:
-            state.reply(self.name, self.read_object(partition, key))
+            state.reply(self.name, self._read_stored(partition, key))
         self._check_get(request_id, state)
 
     def _handoff_sources(self, partition: int, n_val: int, targets: list[Target]
@@ -778,11 +788,11 @@ class Node:
 
     def _read_repair(self, state: GetState) -> None:
         """Send the merged version to every replica that answered with less."""
-        merged = state.merged()
+        merged = state.merged_data()
         if merged is None:
             return
-        for node, obj in sorted(state.replies.items()):
-            if node in state.failed_nodes or node in state.sources or obj == merged:
+        for node, data in sorted(state.replies.items()):
+            if node in state.failed_nodes or node in state.sources or data == merged:
                 continue
             self._count("read_repairs")
             hint_for = state.hint_for.get(node, "")
@@ -914,9 +924,9 @@ class Node:
 
     def _on_message(self, sender: str, message: m.Message) -> None:
         match message:
-            case m.ReplicaPut(request_id, partition, key, obj, hint_for):
+            case m.ReplicaPut(request_id, partition, key, data, hint_for):
                 self._count("replica_puts")
-                error = self._merge_replica(partition, key, obj, hint_for)
+                error = self._merge_replica(partition, key, data, hint_for)
                 if request_id:
                     self._send(sender, m.ReplicaPutAck(request_id, error))
             case m.ReplicaPutAck(request_id, error):
@@ -931,11 +941,11 @@ class Node:
                     self._handoff_done(request_id, state, error)
             case m.ReplicaGet(request_id, partition, key):
                 self._count("replica_gets")
-                self._send(sender, m.ReplicaGetReply(request_id, self.read_object(partition, key)))
-            case m.ReplicaGetReply(request_id, obj):
+                self._send(sender, m.ReplicaGetReply(request_id, self._read_stored(partition, key)))
+            case m.ReplicaGetReply(request_id, data):
                 state = self._requests.get(request_id)
                 if isinstance(state, GetState):
-                    state.reply(sender, obj)
+                    state.reply(sender, data)
                     self._check_get(request_id, state)
             case m.Forward(request_id, request):
                 reply_to = PeerReplyTo(sender, request_id)
@@ -1415,12 +1425,18 @@ class Node:
 
     # --- replicas and hinted handoff ------------------------------------------------
 
-    def _merge_replica(self, partition: int, key: bytes, obj: api.Object, hint_for: str) -> str:
-        """Merge `obj` into this replica (as a fallback for `hint_for` if set).
-        Returns an error text, empty on success."""
+    def _merge_replica(self, partition: int, key: bytes, data: bytes, hint_for: str) -> str:
+        """Merge a copy (`data`, as stored) into this replica (as a fallback for
+        `hint_for` if set). Returns an error text, empty on success."""
         if hint_for and not self._add_hint(hint_for, partition, key):
             return f"fallback {self.name} holds the maximum of hints for {hint_for}"
-        self._merge_object(partition, key, obj)
+        if self._read(partition, key) == data:
+            return ""  # this very copy: nothing to decode or merge
+        try:
+            obj = m.decode_object(data)
+        except PeerProtocolError as error:
+            return f"malformed object: {error}"
+        self._merge_object(partition, key, obj, data)
         return ""
 
     def _load_hints(self) -> None:
@@ -1469,16 +1485,16 @@ class Node:
                 if not row.startswith(prefix):
                     break
                 _, partition, key = parse_hint_key(row)
-                obj = self.read_object(partition, key)
-                if obj is None:  # nothing left to hand off
+                data = self._read_stored(partition, key)
+                if data is None:  # nothing left to hand off
                     self._write(HINTS_PARTITION, row, None)
                     self.hints.remove(target)
                     continue
                 state = HandoffState(self.now_ms + self.config.request_timeout_ms, target, row,
-                                     partition, key, obj)
+                                     partition, key, data)
                 request_id = self._new_request(state)
                 self.hints.in_flight[target] = self.hints.in_flight.get(target, 0) + 1
-                self._send(target, m.ReplicaPut(request_id, partition, key, obj))
+                self._send(target, m.ReplicaPut(request_id, partition, key, data))
 
     def _forget_hints(self, target: str) -> None:
         """`target` left the cluster: its hints can never be delivered, so they go (a
@@ -1502,7 +1518,7 @@ class Node:
             self.hints.failed(target, self.now_ms)
             return
         self.hints.succeeded(target)
-        if self.read_object(state.partition, state.key) != state.obj:
+        if self._read_stored(state.partition, state.key) != state.data:
             return  # changed meanwhile: the hint stays, the next round sends the new version
         self._write(HINTS_PARTITION, state.row, None)
         self.hints.remove(target)
@@ -1637,22 +1653,25 @@ class Node:
                     merged.append((key, after))
                 self._send(sender, m.AeRepairReply(request_id, tuple(merged)))
 
-    def _merge_object(self, partition: int, key: bytes, obj: api.Object | None
-                      ) -> tuple[api.Object | None, bool]:
-        """Merge a peer's version into this replica: the merged version, and whether
-        this replica changed. A key reaped a moment ago merges with its remembered
-        tombstone (core/tombstones.py): a version the tombstone covers is dropped,
-        not stored."""
-        local = self.read_object(partition, key)
+    def _merge_object(self, partition: int, key: bytes, obj: api.Object | None,
+                      data: bytes | None = None) -> tuple[api.Object | None, bool]:
+        """Merge a peer's version (`data`: its encoding, if the caller has it) into this
+        replica: the merged version, and whether this replica changed. A key reaped a
+        moment ago merges with its remembered tombstone (core/tombstones.py): a version
+        the tombstone covers is dropped, not stored."""
+        stored = self._read(partition, key)
+        local = None if stored is None else m.decode_object(stored)
         if obj is None:
             return local, False
         base = local if local is not None else self._reaped_tombstone(partition, key)
         merged = obj if base is None else dvvset.sync(base, obj)
         if local is None and merged == base:
             return None, False  # an old version of a key reaped since
-        if merged == local:
+        # Equal objects encode to equal bytes: comparing those is cheaper than the objects.
+        encoded = data if merged is obj and data is not None else m.encode_object(merged)
+        if stored is not None and encoded == m.canonical_object(stored):
             return merged, False
-        self._store_object(partition, key, merged)
+        self._store_object(partition, key, merged, encoded)
         return merged, True
 
     def _reaped_tombstone(self, partition: int, key: bytes) -> api.Object | None:

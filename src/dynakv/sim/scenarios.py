@@ -577,7 +577,7 @@ def _build_owner_returns(options: SimOptions) -> tuple[Simulation, Verify]:
         node = fallback_node()
         for state in list(node._requests.values()):
             if isinstance(state, HandoffState) and state.target == owner and (
-                    node.read_object(state.partition, state.key) != state.obj):
+                    node._read_stored(state.partition, state.key) != state.data):
                 record.changed_in_flight.add(state.key)
 
     sim.scheduler.at(HANDOFF_RETURN_MS - 1, at_return)
