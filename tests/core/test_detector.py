@@ -75,3 +75,47 @@ def test_probes_go_out_once_per_interval_also_to_down_peers() -> None:
     assert detector.probes_due(1_000) == ["b", "c"]
     detector.set_peers(["c", "d"], 1_200)
     assert detector.probes_due(1_200) == ["d"] and detector.up_peers() == {"d"}
+
+
+def exact_deadline(detector: FailureDetector) -> int | None:
+    """next_deadline_ms computed afresh (the detector keeps it between ticks)."""
+    fresh = FailureDetector([], detector.probe_interval_ms, 0,
+                            threshold=detector.threshold,
+                            acceptable_pause_ms=detector.acceptable_pause_ms,
+                            min_std_deviation_ms=detector.min_std_deviation_ms)
+    fresh._peers = detector._peers
+    return fresh.next_deadline_ms()
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_the_kept_deadline_is_never_late_and_exact_after_a_tick(seed: int) -> None:
+    """The node asks for the next deadline after every event; the detector recomputes
+    it only after a tick, a pong or a change of state. Whatever the events, the deadline
+    it gives is never later than the exact one (a detection would be late), and after
+    a tick it is the exact one (an early deadline in the past would make the node tick
+    in a loop)."""
+    rng = random.Random(seed)
+    peers = ["a", "b", "c"]
+    # Small pauses and deviations: suspicions often come before the next probe.
+    detector = FailureDetector(peers, 1_000, 0, acceptable_pause_ms=0,
+                               min_std_deviation_ms=10)
+    now = 0
+    for _ in range(400):
+        now += rng.choice([0, 1, 20, 50, 400, 1_000, 3_000])
+        peer = rng.choice(peers)
+        event = rng.choice(["heard", "heard", "heard", "pong", "tick", "lost", "peers"])
+        if event == "heard":
+            detector.heard_from(peer, now)
+        elif event == "pong":
+            detector.heartbeat(peer, now)
+        elif event == "lost":
+            detector.connection(peer, False, now)
+        elif event == "peers":
+            detector.set_peers(rng.sample(peers, rng.randint(1, 3)), now)
+        kept, exact = detector.next_deadline_ms(), exact_deadline(detector)
+        assert (kept is None) == (exact is None)
+        assert kept is None or exact is None or kept <= exact
+        if event == "tick":
+            detector.expire(now)
+            detector.probes_due(now)
+            assert detector.next_deadline_ms() == exact_deadline(detector)

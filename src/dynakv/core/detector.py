@@ -94,6 +94,12 @@ class FailureDetector:
         self.min_std_deviation_ms = min_std_deviation_ms
         self._z = threshold_z(threshold)
         self._peers = {peer: self._new_peer(now_ms) for peer in sorted(peers)}
+        # next_deadline_ms, kept until something may have moved a deadline earlier. A
+        # message from a peer that is up only moves its suspicion later, so the node,
+        # which asks after every event, recomputes it only after a tick or a pong: an
+        # early deadline costs one tick that finds nothing, and the tick recomputes.
+        self._next_deadline: int | None = None
+        self._stale = True
 
     def _new_peer(self, now_ms: int) -> PeerHealth:
         return PeerHealth(next_probe_ms=now_ms, last_heard_ms=now_ms)
@@ -107,6 +113,7 @@ class FailureDetector:
         for peer in sorted(wanted - set(self._peers)):
             self._peers[peer] = self._new_peer(now_ms)
         self._peers = dict(sorted(self._peers.items()))
+        self._stale = True
 
     def is_up(self, peer: str) -> bool:
         health = self._peers.get(peer)
@@ -129,6 +136,7 @@ class FailureDetector:
         if health.up:
             return False
         health.up = True
+        self._stale = True
         health.last_heartbeat_ms = None  # the outage is not a gap of the link
         return True
 
@@ -139,6 +147,7 @@ class FailureDetector:
         if health is None:
             return False
         was_down = self.heard_from(peer, now_ms)
+        self._stale = True  # a new gap may move its suspicion earlier
         previous = health.last_heartbeat_ms
         if previous is not None and now_ms >= previous:
             gap = now_ms - previous
@@ -160,6 +169,7 @@ class FailureDetector:
         if health is None or not health.up:
             return False
         health.up = False
+        self._stale = True
         return True
 
     # --- phi ------------------------------------------------------------------------
@@ -203,6 +213,7 @@ class FailureDetector:
 
     def probes_due(self, now_ms: int) -> list[str]:
         """Peers to ping now; each is pinged once per probe_interval_ms."""
+        self._stale = True  # called on every tick
         due = []
         for peer, health in self._peers.items():
             if now_ms >= health.next_probe_ms:
@@ -212,6 +223,7 @@ class FailureDetector:
 
     def expire(self, now_ms: int) -> list[str]:
         """Peers whose phi passed the threshold: marked down now."""
+        self._stale = True  # called on every tick
         newly_down = []
         for peer, health in self._peers.items():
             if health.up and now_ms >= self._suspect_at_ms(health):
@@ -220,7 +232,12 @@ class FailureDetector:
         return newly_down
 
     def next_deadline_ms(self) -> int | None:
-        deadlines = [health.next_probe_ms for health in self._peers.values()]
-        deadlines += [self._suspect_at_ms(health)
-                      for health in self._peers.values() if health.up]
-        return min(deadlines) if deadlines else None
+        """The next probe or suspicion due; possibly earlier than that (see __init__),
+        never later."""
+        if self._stale:
+            deadlines = [health.next_probe_ms for health in self._peers.values()]
+            deadlines += [self._suspect_at_ms(health)
+                          for health in self._peers.values() if health.up]
+            self._next_deadline = min(deadlines) if deadlines else None
+            self._stale = False
+        return self._next_deadline
