@@ -1,7 +1,12 @@
 """Where the time goes: py-spy samples one dynakv node (and the load generator) while
-`dynakv bench` drives a fresh three-node cluster, and the CPU each process used.
+`dynakv bench` drives a fresh three-node cluster, and the CPU each process used, in
+user and system time and per operation.
 
     python bench/profile.py --workload A --protocol http --duration 15
+    python bench/profile.py --target ceiling --protocol pb --gil
+
+`--target ceiling` profiles the bare quorum servers (bench/ceiling.py) the same way:
+the CPU per operation of the two, side by side, is how much of it dynakv's own work is.
 
 Writes bench/results/profile-<target>-<process>.txt (py-spy's collapsed stacks),
 profile-<target>-<process>.svg (a flame graph) and profile-<target>.md: the CPU
@@ -23,19 +28,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from services import dynakv_cluster
+from services import ceiling_cluster, dynakv_cluster
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far (from /proc)."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU time of a process so far (from /proc)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return 0.0, 0.0
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
 def pyspy() -> str:
@@ -82,6 +87,7 @@ def shorten(name: str) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--target", default="dynakv", choices=("dynakv", "ceiling"))
     p.add_argument("--workload", default="A")
     p.add_argument("--protocol", default="http", choices=("http", "pb"))
     p.add_argument("--duration", type=float, default=15.0)
@@ -94,10 +100,11 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    name = f"dynakv-{args.protocol}"
+    name = f"{args.target}-{args.protocol}"
     warmup = 3.0
+    cluster = dynakv_cluster if args.target == "dynakv" else ceiling_cluster
     with tempfile.TemporaryDirectory(prefix="dynakv-profile-") as root, \
-            dynakv_cluster(Path(root), args.protocol) as service:
+            cluster(Path(root), args.protocol) as service:
         argv = [sys.executable, "-m", "dynakv", "bench", "--json", "--quiet",
                 "--workload", args.workload, "--concurrency", str(args.concurrency),
                 "--keys", str(args.keys), *(a for url in service.urls for a in ("--url", url))]
@@ -136,10 +143,16 @@ def main() -> int:
              f"{report['p50_ms']} ms, p99 {report['p99_ms']} ms (py-spy sampling at 200 Hz, "
              f"non-blocking, costs a little{'; GIL holder only' if args.gil else ''})."
              f" Load average {report['load_average']['before']}.",
-             "", f"CPU used over {elapsed:.1f} s of the run (1.0 = one core busy):", "",
-             "| process | CPU (cores) |", "|---|---:|"]
+             "", f"CPU used over {elapsed:.1f} s of the run (1.0 = one core busy; per "
+             "operation: CPU time over the operations done meanwhile):", "",
+             "| process | CPU (cores) | user | system | µs per operation (user + system) |",
+             "|---|---:|---:|---:|---:|"]
+    operations = report["ops_per_s"] * elapsed
     for pid, label in labels.items():
-        lines.append(f"| {label} | {(after[pid] - before[pid]) / elapsed:.2f} |")
+        user, system = (after[pid][i] - before[pid][i] for i in (0, 1))
+        lines.append(f"| {label} | {(user + system) / elapsed:.2f} | {user / elapsed:.2f} | "
+                     f"{system / elapsed:.2f} | {1e6 * user / operations:.0f} + "
+                     f"{1e6 * system / operations:.0f} |")
     for label in ("node1", "generator"):
         samples, rows = top_functions(args.out / f"profile-{name}-{label}.txt", args.top)
         lines += ["", f"## {label}: top {args.top} functions by own time ({samples} samples)",
