@@ -18,7 +18,7 @@ dev: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
-	$(BIN)/mypy src
+	$(BIN)/mypy src tests
 
 test: lint
 	$(BIN)/python -m pytest -q -m "not long"

@@ -233,8 +233,9 @@ def test_async_pb_request_times_out_on_a_silent_server() -> None:
     """A PB node that takes connections but stops answering: each request waiting on
     the connection fails once its own timeout has passed (one timer per connection,
     armed again for the next request waiting), and the connection is not reused."""
-    from dynakv.client.pb_protocol import Code, call
+    from dynakv.client.pb_protocol import call
     from dynakv.client.pb_transport import AsyncPbConnection
+    from dynakv.proto.frames import Code
 
     async def main() -> None:
         answered = 0

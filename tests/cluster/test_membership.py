@@ -64,13 +64,18 @@ def test_join_plan_commit_and_leave(tmp_path: Path) -> None:
         owned = sum(1 for entry in ring["owners"] if entry["node"] == "n4")
         assert owned == 16  # 64 partitions over 4 equal nodes
 
+        def partition_keys(index: int) -> dict[str, int]:
+            anti_entropy = status(cluster, index)["anti_entropy"]
+            assert isinstance(anti_entropy, dict)
+            keys = anti_entropy["partition_keys"]
+            assert isinstance(keys, dict)
+            return keys
+
         def new_node_filled() -> bool:
-            keys = status(cluster, new)["anti_entropy"]["partition_keys"]  # type: ignore[index]
-            return sum(keys.values()) > 0 and all(  # type: ignore[union-attr]
-                count == status(cluster, 0)["anti_entropy"]["partition_keys"]  # type: ignore[index]
-                .get(partition) for partition, count in keys.items()  # type: ignore[union-attr]
-                if status(cluster, 0)["anti_entropy"]["partition_keys"]  # type: ignore[index]
-                .get(partition) is not None)
+            keys, first = partition_keys(new), partition_keys(0)
+            return sum(keys.values()) > 0 and all(
+                count == first[partition] for partition, count in keys.items()
+                if partition in first)
 
         wait_until(new_node_filled, DEADLINE_S, "anti-entropy to fill the new node's partitions")
         for i in range(KEYS):

@@ -92,8 +92,11 @@ def test_sloppy_quorum_hinted_handoff_and_primary_quorums(five: ProcessCluster) 
     for index in dead:
         five.start(index)
     for index in dead:
-        wait_until(lambda index=index: local_values(five, index, key) == ["through fallbacks"],
-                   HANDOFF_DEADLINE_S, f"{five.nodes[index].name} to receive its hinted write")
+        def received(index: int = index) -> bool:
+            return local_values(five, index, key) == ["through fallbacks"]
+
+        wait_until(received, HANDOFF_DEADLINE_S,
+                   f"{five.nodes[index].name} to receive its hinted write")
 
     def hints_gone() -> bool:
         for name in fallbacks:
@@ -106,8 +109,10 @@ def test_sloppy_quorum_hinted_handoff_and_primary_quorums(five: ProcessCluster) 
     wait_until(hints_gone, HANDOFF_DEADLINE_S, "every fallback's hints to be delivered")
     # Once handed off, the fallbacks (not owners of the key) drop their copies.
     for name in fallbacks:
-        wait_until(lambda name=name: local_values(five, index_of(five, name), key) == [],
-                   HANDOFF_DEADLINE_S, f"{name} to drop its fallback copy")
+        def dropped(name: str = name) -> bool:
+            return local_values(five, index_of(five, name), key) == []
+
+        wait_until(dropped, HANDOFF_DEADLINE_S, f"{name} to drop its fallback copy")
 
 
 def test_read_repair_fixes_a_replica_that_missed_a_write(tmp_path: Path) -> None:

@@ -126,9 +126,8 @@ class InstantCluster:
         self.now_ms = end
 
     def local(self, name: str, bucket: str, key: str) -> list[bytes]:
-        response = self.nodes[name].step(
+        self.nodes[name].step(
             ClientEvent(0, api.LocalGetRequest("default", bucket, key)), self.now_ms)
-        del response
         out = self.nodes[name].take_output()
         reply = out.replies[-1][1]
         assert isinstance(reply, api.LocalObjectResponse)

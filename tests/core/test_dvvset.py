@@ -198,7 +198,7 @@ def test_concurrent_writes_with_one_context_through_one_server_both_survive(
 @given(st.lists(st.integers(0, 3), max_size=30))
 def test_read_your_write_clients_never_make_siblings(coordinators: list[int]) -> None:
     names = ["s0", "s1", "s2", "s3"]
-    replicas = {name: Clock() for name in names}
+    replicas: dict[str, Clock[int]] = {name: Clock() for name in names}
     for value, index in enumerate(coordinators):
         context = dvvset.join(dvvset.sync_all(replicas.values()))
         server = names[index]

@@ -162,7 +162,8 @@ def test_get_put_delete_siblings_and_contexts() -> None:
         wire.send(Code.DEL_REQ, pb.RpbDelReq(bucket=b"b", key=b"k", type=b"t", vclock=b"v2",
                                              rw=4294967294))
         assert (await wire.receive()) == (Code.DEL_RESP, b"")
-        assert service.requests[-1] == api.DeleteRequest("t", "b", "k", context=b"v2", rw="one")
+        last: api.Request = service.requests[-1]  # not narrowed by the GetRequest above
+        assert last == api.DeleteRequest("t", "b", "k", context=b"v2", rw="one")
         wire.send(Code.GET_REQ, pb.RpbGetReq(bucket=b"b", key=b"k", type=b"t"))
         assert (await wire.receive()) == (Code.GET_RESP, b"")  # tombstone: not found...
         wire.send(Code.GET_REQ, pb.RpbGetReq(bucket=b"b", key=b"k", type=b"t",
