@@ -18,7 +18,7 @@ dev: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
-	$(BIN)/mypy src tests
+	$(BIN)/mypy src tests bench
 
 test: lint
 	$(BIN)/python -m pytest -q -m "not long"

@@ -296,9 +296,10 @@ class PbConnection(asyncio.Protocol):
         slots, transport = self.slots, self.transport
         if transport is None:
             return
-        replies = []
-        while slots and slots[0].reply is not None:
-            replies.append(slots.popleft().reply)
+        replies: list[bytes] = []
+        while slots and (reply := slots[0].reply) is not None:
+            slots.popleft()
+            replies.append(reply)
         if replies:
             transport.write(replies[0] if len(replies) == 1 else b"".join(replies))
         pause = len(slots) >= PB_REQUESTS_IN_FLIGHT_MAX

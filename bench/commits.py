@@ -38,8 +38,7 @@ def stats(url: str) -> dict[str, Any]:
 def one_run(args: argparse.Namespace) -> float:
     with tempfile.TemporaryDirectory() as root, \
             dynakv_cluster(Path(root), "pb", tuple(args.node_arg)) as service:
-        http = [f"http://{p.args[p.args.index('--http') + 1]}"
-                for p in service.processes]
+        http = [f"http://{argv[argv.index('--http') + 1]}" for argv in service.argvs]
         argv = [sys.executable, "-m", "dynakv", "bench", "--json", "--quiet",
                 "--workload", args.workload, "--concurrency", str(args.concurrency),
                 "--keys", str(args.keys), *(a for url in service.urls for a in ("--url", url))]

@@ -16,6 +16,7 @@ commands are missing (the benchmark runs as root on the project's machines).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -62,7 +63,8 @@ def wait_until(predicate: Callable[[], bool], what: str,
     while time.monotonic() < deadline:
         for process in processes:
             if process.poll() is not None:
-                raise RuntimeError(f"{what}: {process.args[0]} exited ({process.returncode})")
+                raise RuntimeError(f"{what}: process {process.pid} exited "
+                                   f"({process.returncode})")
         with contextlib.suppress(OSError, ValueError):
             if predicate():
                 return
@@ -84,6 +86,7 @@ class Service:
     root: Path
     urls: list[str] = field(default_factory=list)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    argvs: list[list[str]] = field(default_factory=list)  # each process's command line
     bench_args: list[str] = field(default_factory=list)
 
     def spawn(self, argv: list[str], log_name: str) -> subprocess.Popen[bytes]:
@@ -91,6 +94,7 @@ class Service:
             process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
         self.processes.append(process)
+        self.argvs.append(argv)
         return process
 
     def pids(self) -> list[int]:
@@ -138,8 +142,7 @@ def dynakv_cluster(root: Path, protocol: str = "http", node_args: tuple[str, ...
             service.spawn(argv, f"{name}.log")
         for name in names:
             url = f"http://127.0.0.1:{ports[name][0]}"
-            wait_until(lambda url=url: http_get(url + "/ping") == b"OK", f"dynakv {name}",
-                       service.processes)
+            wait_until(functools.partial(pings, url), f"dynakv {name}", service.processes)
         wait_until(lambda: all_up([f"http://127.0.0.1:{ports[n][0]}" for n in names]),
                    "every dynakv node to see its peers", service.processes)
     except BaseException:
@@ -150,6 +153,14 @@ def dynakv_cluster(root: Path, protocol: str = "http", node_args: tuple[str, ...
     else:
         service.urls = [f"http://127.0.0.1:{ports[name][0]}" for name in names]
     return service
+
+
+def pings(url: str) -> bool:
+    return http_get(url + "/ping") == b"OK"
+
+
+def etcd_healthy(url: str) -> bool:
+    return bool(json.loads(http_get(url)).get("health") == "true")
 
 
 def all_up(urls: list[str]) -> bool:
@@ -181,8 +192,7 @@ def ceiling_cluster(root: Path, protocol: str = "http",
             service.spawn(argv, f"{name}.log")
         for name in names:
             url = f"http://127.0.0.1:{ports[name][0]}"
-            wait_until(lambda url=url: http_get(url + "/ping") == b"OK",
-                       f"ceiling {url}", service.processes)
+            wait_until(functools.partial(pings, url), f"ceiling {url}", service.processes)
     except BaseException:
         service.stop()
         raise
@@ -259,8 +269,8 @@ def etcd_cluster(root: Path, members: int = 3) -> Service:
         service.urls = [f"etcd://127.0.0.1:{ports[name][0]}" for name in names]
         for name in names:
             url = f"http://127.0.0.1:{ports[name][0]}/health"
-            wait_until(lambda url=url: json.loads(http_get(url)).get("health") == "true",
-                       f"etcd {name}", service.processes)
+            wait_until(functools.partial(etcd_healthy, url), f"etcd {name}",
+                       service.processes)
     except BaseException:
         service.stop()
         raise
