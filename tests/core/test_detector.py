@@ -41,6 +41,39 @@ def test_a_silent_peer_is_down_at_the_documented_time_and_not_before() -> None:
     assert detector.down_peers() == ["b"]
 
 
+def test_a_pause_of_the_node_itself_convicts_nobody_at_the_next_check() -> None:
+    """A node that did not run for a while (a stall, a starved process) has not read what
+    its peers sent meanwhile; convicting them at its first check would remove a live
+    leaver at a commit. That check convicts nobody; the next one, once the backlog is
+    read, convicts only peers still silent."""
+    alive = FailureDetector(["b"], 1_000, 0, acceptable_pause_ms=2_000,
+                            min_std_deviation_ms=200)
+    assert alive.local_pause_ms == 3_000
+    last = steady(alive, "b", 0, [1_000] * 20)
+    assert alive.expire(last) == []
+    assert alive.expire(last + 10_000) == [] and alive.is_up("b")  # paused 10 s
+    assert alive.local_pauses == 1
+    alive.heard_from("b", last + 10_000)  # what b sent meanwhile, read now
+    assert alive.expire(last + 10_001) == [] and alive.is_up("b")
+
+    dead = FailureDetector(["b"], 1_000, 0, acceptable_pause_ms=2_000,
+                           min_std_deviation_ms=200)
+    last = steady(dead, "b", 0, [1_000] * 20)
+    assert dead.expire(last) == []
+    assert dead.expire(last + 10_000) == []
+    assert dead.expire(last + 10_001) == ["b"]  # nothing came in: convicted now
+    # Checks at most local_pause_ms apart are not pauses.
+    steady_checks = FailureDetector(["b"], 1_000, 0, acceptable_pause_ms=2_000,
+                                    min_std_deviation_ms=200)
+    last = steady(steady_checks, "b", 0, [1_000] * 20)
+    down_at = last + steady_checks.detection_time_ms("b")
+    now = last
+    while now < down_at:
+        assert steady_checks.expire(now) == []
+        now = min(now + 3_000, down_at)
+    assert steady_checks.expire(down_at) == ["b"] and steady_checks.local_pauses == 0
+
+
 def test_a_jittery_link_is_suspected_later_than_a_steady_one() -> None:
     rng = random.Random(7)
     detector = FailureDetector(["steady", "jittery"], 1_000, 0, min_std_deviation_ms=10)

@@ -100,6 +100,13 @@ class FailureDetector:
         # early deadline costs one tick that finds nothing, and the tick recomputes.
         self._next_deadline: int | None = None
         self._stale = True
+        # A node that did not run for longer than this between two checks (a stall, a
+        # pause, a starved process) has not read what its peers sent meanwhile: it
+        # convicts nobody at that check (Cassandra's max local pause). Checks come at
+        # least once per probe interval while it runs.
+        self.local_pause_ms = probe_interval_ms + acceptable_pause_ms
+        self.local_pauses = 0  # checks skipped for a pause of this node
+        self._last_check_ms: int | None = None
 
     def _new_peer(self, now_ms: int) -> PeerHealth:
         return PeerHealth(next_probe_ms=now_ms, last_heard_ms=now_ms)
@@ -222,8 +229,14 @@ class FailureDetector:
         return due
 
     def expire(self, now_ms: int) -> list[str]:
-        """Peers whose phi passed the threshold: marked down now."""
+        """Peers whose phi passed the threshold: marked down now. None right after a
+        pause of this node itself (see local_pause_ms): the next check, once what came
+        in meanwhile is read, convicts those still silent."""
         self._stale = True  # called on every tick
+        last, self._last_check_ms = self._last_check_ms, now_ms
+        if last is not None and now_ms - last > self.local_pause_ms:
+            self.local_pauses += 1
+            return []
         newly_down = []
         for peer, health in self._peers.items():
             if health.up and now_ms >= self._suspect_at_ms(health):
