@@ -89,6 +89,17 @@ def test_node_killed_then_restarted_keeps_its_data(cluster: ProcessCluster) -> N
         assert (result.status, result.body) == (200, f"d{i}".encode())
 
 
+def test_a_crash_below_python_leaves_the_stacks_in_the_log(cluster: ProcessCluster) -> None:
+    """faulthandler is on in every node: a fatal signal (as a segfault in an extension
+    would raise) writes each thread's Python stack to the node's log, where a node once
+    died in the chaos schedule leaving nothing."""
+    cluster.kill(2, signal.SIGSEGV)
+    log = cluster.log(cluster.nodes[2])
+    assert "Fatal Python error: Segmentation fault" in log, log[-2000:]
+    assert "dynakv/net/server.py" in log or "asyncio" in log or "uvloop" in log, log[-2000:]
+    cluster.start(2)  # the fixture stops every node
+
+
 def test_bucket_props_set_on_one_node_reach_every_node(cluster: ProcessCluster) -> None:
     body = json.dumps({"props": {"n_val": 2, "allow_mult": True}}).encode()
     result = http("PUT", f"{cluster.url(0)}/buckets/propsy/props", body,

@@ -7,6 +7,7 @@ drains the ones in flight, makes every queued write durable and exits.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import random
@@ -158,6 +159,9 @@ async def serve(options: NodeOptions) -> None:
 
 
 def run_node(options: NodeOptions) -> None:
+    # A crash below Python (a fault in a C extension: LMDB, msgpack, uvloop) writes every
+    # thread's Python stack to stderr, the node's log, instead of ending it silently.
+    faulthandler.enable()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
