@@ -67,6 +67,10 @@ class Runtime:
         self.commit_seconds = 0.0
         self.write_seconds = 0.0
         self.dropped_messages = 0
+        # Each member's (status, handoff version) as last logged: membership changes
+        # are rare and decisive (a member removed is dropped by every peer), so each
+        # change goes to the log with the ring version and this node's view of the member.
+        self._members_logged: dict[str, tuple[str, int]] = {}
 
     @property
     def name(self) -> str:
@@ -198,8 +202,10 @@ class Runtime:
             self._dispatch(item.output, failed if item.failed else "")
 
     def _dispatch(self, output: Output, failed: str) -> None:
-        if output.membership_changed and self.transport is not None:
-            self.transport.set_peers(self.node.peer_addresses())
+        if output.membership_changed:
+            self._log_members()
+            if self.transport is not None:
+                self.transport.set_peers(self.node.peer_addresses())
         if not failed:
             self._send(output.messages)
         for client_id, response in output.replies:
@@ -221,6 +227,21 @@ class Runtime:
         queue = self._streams.get(client_id)
         if queue is not None:
             queue.put_nowait(response)
+
+    def _log_members(self) -> None:
+        state = self.node.cluster
+        for info in state.members:
+            now = (info.status.value, info.handoff_version)
+            before = self._members_logged.get(info.name)
+            if before == now:
+                continue
+            self._members_logged[info.name] = now
+            seen = ("self" if info.name == self.node.name
+                    else "up" if self.node.detector.is_up(info.name) else "down here")
+            log.info("member %s: %s (handoff done for ring %d; ring version %d, claimant "
+                     "%s; %s)", info.name,
+                     now[0] if before is None else f"{before[0]} -> {now[0]}",
+                     info.handoff_version, state.ring.version, state.ring.claimant, seen)
 
     def _arm_timer(self) -> None:
         deadline = self.node.next_deadline_ms()
