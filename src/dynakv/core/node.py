@@ -18,7 +18,7 @@ import heapq
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from dynakv.config import Config
 from dynakv.core import api, codec, dvvset, limits
@@ -76,8 +76,18 @@ from dynakv.core.tombstones import (
     tombstone_row,
 )
 
-if TYPE_CHECKING:
-    import random  # the type of the Random the driver hands in; the core draws none itself
+T = TypeVar("T")
+
+
+class Rng(Protocol):
+    """What the core needs of the randomness its driver hands in (the standard Random, seeded
+    by the simulator): the core draws none of its own."""
+
+    def getrandbits(self, k: int, /) -> int: ...
+
+    def choice(self, seq: Sequence[T], /) -> T: ...
+
+
 
 # --- events -----------------------------------------------------------------------
 
@@ -145,7 +155,7 @@ class Node:
         peers: Sequence[str],
         storage: Storage,
         config: Config,
-        rng: random.Random,
+        rng: Rng,
         now_ms: int = 0,
         cluster: ms.ClusterState | None = None,
     ) -> None:
