@@ -88,7 +88,6 @@ class Rng(Protocol):
     def choice(self, seq: Sequence[T], /) -> T: ...
 
 
-
 # --- events -----------------------------------------------------------------------
 
 
@@ -1440,13 +1439,14 @@ class Node:
         `hint_for` if set). Returns an error text, empty on success."""
         if hint_for and not self._add_hint(hint_for, partition, key):
             return f"fallback {self.name} holds the maximum of hints for {hint_for}"
-        if self._read(partition, key) == data:
+        stored = self._read(partition, key)
+        if stored == data:
             return ""  # this very copy: nothing to decode or merge
         try:
             obj = m.decode_object(data)
         except PeerProtocolError as error:
             return f"malformed object: {error}"
-        self._merge_object(partition, key, obj, data)
+        self._merge_into(partition, key, obj, stored, data)
         return ""
 
     def _load_hints(self) -> None:
@@ -1663,13 +1663,19 @@ class Node:
                     merged.append((key, after))
                 self._send(sender, m.AeRepairReply(request_id, tuple(merged)))
 
-    def _merge_object(self, partition: int, key: bytes, obj: api.Object | None,
-                      data: bytes | None = None) -> tuple[api.Object | None, bool]:
-        """Merge a peer's version (`data`: its encoding, if the caller has it) into this
-        replica: the merged version, and whether this replica changed. A key reaped a
-        moment ago merges with its remembered tombstone (core/tombstones.py): a version
-        the tombstone covers is dropped, not stored."""
-        stored = self._read(partition, key)
+    def _merge_object(self, partition: int, key: bytes, obj: api.Object | None
+                      ) -> tuple[api.Object | None, bool]:
+        """Merge a peer's version into this replica: the merged version, and whether
+        this replica changed. A key reaped a moment ago merges with its remembered
+        tombstone (core/tombstones.py): a version the tombstone covers is dropped, not
+        stored."""
+        return self._merge_into(partition, key, obj, self._read(partition, key))
+
+    def _merge_into(self, partition: int, key: bytes, obj: api.Object | None,
+                    stored: bytes | None, data: bytes | None = None
+                    ) -> tuple[api.Object | None, bool]:
+        """_merge_object, for a caller that has read this replica's copy (`stored`) and
+        may have the peer version's encoding (`data`)."""
         local = None if stored is None else m.decode_object(stored)
         if obj is None:
             return local, False
