@@ -195,9 +195,13 @@ def add_admin_parser(commands: Any) -> None:
     local.add_argument("key")
     join = sub.add_parser("join", help="stage the join of --node to the cluster of SEED")
     join.add_argument("seed", help="the HTTP URL of any member of the cluster to join")
-    leave = sub.add_parser("leave", help="stage the departure of --node")
-    remove = sub.add_parser("remove", help="stage the removal of a (dead) member")
+    leave = sub.add_parser("leave", help="stage the departure of --node (it hands its "
+                           "data off to the new owners)")
+    remove = sub.add_parser("remove", help="stage the removal of a dead member (nothing "
+                            "handed off; its replicas are rebuilt from the other copies)")
     remove.add_argument("member", help="the member's name")
+    remove.add_argument("--force", action="store_true",
+                        help="remove it even if --node sees it up")
     plan = sub.add_parser("plan", help="the staged changes and the partitions that would move")
     commit = sub.add_parser("commit", help="apply the plan (done by the cluster's claimant)")
     ring = sub.add_parser("ring", help="the ring: the first owner of each partition")
@@ -248,10 +252,15 @@ def run_admin_membership(args: argparse.Namespace) -> int:
             "zone": me["zone"]})
         print(f"staged: {me['name']} joins the cluster of {args.seed}; "
               "see `dynakv admin plan`, then `dynakv admin commit`")
-    elif command in ("leave", "remove"):
-        name = args.member if command == "remove" else http_json(node + "/admin/status")["node"]
+    elif command == "leave":
+        name = http_json(node + "/admin/status")["node"]
         http_post_json(node + "/admin/leave", {"node": name})
-        print(f"staged: {name} leaves; see `dynakv admin plan`, then `dynakv admin commit`")
+        print(f"staged: {name} leaves (it hands its data off); see `dynakv admin plan`, "
+              "then `dynakv admin commit`")
+    elif command == "remove":
+        http_post_json(node + "/admin/remove", {"node": args.member, "force": args.force})
+        print(f"staged: {args.member} is removed (nothing handed off); see `dynakv admin "
+              "plan`, then `dynakv admin commit`")
     elif command == "plan":
         print_plan(http_json(node + "/admin/plan"), args.json)
     elif command == "commit":
@@ -309,7 +318,9 @@ def print_plan(plan: dict[str, Any], as_json: bool) -> None:
         return
     print(f"plan against ring version {plan['ring_version']} (claimant {plan['claimant']})")
     for change in plan["staged"]:
-        print(f"  {change['status']:<8} {change['name']} (weight {change['weight']})")
+        note = ("; removed without handoff: its replicas are rebuilt from the other copies"
+                if change["status"] == "removing" else "")
+        print(f"  {change['status']:<8} {change['name']} (weight {change['weight']}{note})")
     moves: dict[tuple[str, str], int] = {}
     keys = 0
     for move in plan["moves"]:

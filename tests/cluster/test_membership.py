@@ -34,13 +34,18 @@ def status(cluster: ProcessCluster, index: int) -> dict[str, object]:
     return data
 
 
+def put_keys(cluster: ProcessCluster) -> None:
+    """k0 to k{KEYS-1} = v0..., with w=3, through the first three nodes in turn."""
+    for i in range(KEYS):
+        url = f"{cluster.url(i % 3)}/buckets/m/keys/k{i}?w=3"
+        assert http("PUT", url, f"v{i}".encode(), {"Content-Type": "text/plain"}).status == 204
+
+
 def test_join_plan_commit_and_leave(tmp_path: Path) -> None:
     cluster = ProcessCluster(tmp_path, size=3)
     try:
         cluster.start()
-        for i in range(KEYS):
-            url = f"{cluster.url(i % 3)}/buckets/m/keys/k{i}?w=3"
-            assert http("PUT", url, f"v{i}".encode(), {"Content-Type": "text/plain"}).status == 204
+        put_keys(cluster)
         new = cluster.add_node()
         cluster.start(new)
         print(admin("join", cluster.url(0), "--node", cluster.url(new)))
@@ -90,6 +95,57 @@ def test_join_plan_commit_and_leave(tmp_path: Path) -> None:
         assert all(entry["node"] != "n4" for entry in ring["owners"])
         for i in range(KEYS):
             got = http("GET", f"{cluster.url(i % 3)}/buckets/m/keys/k{i}?r=2")
+            assert (got.status, got.body) == (200, f"v{i}".encode())
+    finally:
+        cluster.stop()
+
+
+def test_a_dead_node_is_removed_and_its_replicas_rebuilt(tmp_path: Path) -> None:
+    """`admin remove` of a killed node: refused while the node asked sees it up, staged
+    once it is seen down, committed; the others own its partitions and anti-entropy
+    gives them its replicas back from the other copies."""
+    cluster = ProcessCluster(tmp_path, size=4)
+    try:
+        cluster.start()
+        put_keys(cluster)
+        live = subprocess.run([sys.executable, "-m", "dynakv", "admin", "remove", "n2",
+                               "--node", cluster.url(0)], capture_output=True, text=True,
+                              timeout=60)
+        assert live.returncode != 0 and "n2 is up as seen from n1" in live.stderr, live
+        cluster.kill(3)
+        wait_until(lambda: not cluster.up_view(0)["n4"], DEADLINE_S, "n1 to see n4 down")
+        print(admin("remove", "n4", "--node", cluster.url(0)))
+        wait_until(lambda: staged(cluster, 1, "removing"), DEADLINE_S, "gossip of the removal")
+        plan = admin("plan", "--node", cluster.url(1))
+        assert "removing n4" in plan and "without handoff" in plan, plan
+        print(plan)
+        print(admin("commit", "--node", cluster.url(2)))  # forwarded to the claimant, n1
+
+        def removed_everywhere() -> bool:
+            for index in range(3):
+                data = status(cluster, index)
+                members = {m["name"]: m["status"]
+                           for m in data["members"]}  # type: ignore[attr-defined]
+                if data["ring_version"] != 2 or members.get("n4", "removed") != "removed":
+                    return False
+            return True
+
+        wait_until(removed_everywhere, DEADLINE_S, "the removal everywhere")
+        ring = http("GET", f"{cluster.url(0)}/admin/ring").json()
+        assert all(entry["node"] != "n4" for entry in ring["owners"])
+
+        def copies() -> int:
+            total = 0
+            for index in range(3):
+                anti_entropy = status(cluster, index)["anti_entropy"]
+                assert isinstance(anti_entropy, dict)
+                total += sum(anti_entropy["partition_keys"].values())
+            return total
+
+        # Each key on its three owners again: n4's replicas rebuilt on the new owners.
+        wait_until(lambda: copies() == 3 * KEYS, DEADLINE_S, "anti-entropy to rebuild replicas")
+        for i in range(KEYS):
+            got = http("GET", f"{cluster.url(i % 3)}/buckets/m/keys/k{i}?r=3")
             assert (got.status, got.body) == (200, f"v{i}".encode())
     finally:
         cluster.stop()

@@ -120,9 +120,19 @@ def test_a_leave_hands_the_leavers_partitions_to_the_others() -> None:
     assert done.member("n2").status is ms.Status.REMOVED  # type: ignore[union-attr]
     assert "n2" not in {m.name for m in done.active()}
     assert ms.merge(committed, done) == ms.merge(done, committed) == done
-    # A leaver the claimant sees down (admin remove of a dead node) is removed at once.
-    removed = ms.commit(state, proposed, ms.claimant(state), down=["n2"])
+    # A member staged for removal (admin remove of a dead node) is removed at once.
+    removing = ms.stage_remove(state, "n2")
+    assert ms.plan(removing).owners == proposed.owners
+    removed = ms.commit(removing, ms.plan(removing), ms.claimant(state))
     assert removed.member("n2").status is ms.Status.REMOVED  # type: ignore[union-attr]
+    assert removed.ring == committed.ring
+    # So is a leaver that died while exiting; nothing moves, so the ring stays.
+    dead = ms.stage_remove(committed, "n2")
+    with pytest.raises(ValueError, match="exiting already"):
+        ms.stage_leave(committed, "n2")
+    gone = ms.commit(dead, ms.plan(dead), ms.claimant(dead))
+    assert gone.member("n2").status is ms.Status.REMOVED  # type: ignore[union-attr]
+    assert gone.ring == committed.ring
 
 
 def test_states_of_two_clusters_never_merge() -> None:

@@ -8,6 +8,7 @@ from collections import Counter
 from dynakv.config import Config
 from dynakv.core import api
 from dynakv.core import membership as ms
+from dynakv.core.errors import ErrorKind
 from dynakv.core.node import Node
 from dynakv.core.ring import Ring, primary_owners
 from dynakv.storage.memory import MemoryStorage
@@ -98,6 +99,75 @@ def test_a_leave_streams_the_leavers_partitions_away_before_they_are_dropped() -
         got = cluster.request("b", api.GetRequest("default", "b", f"k{i}", r=3))
         assert isinstance(got, api.ObjectResponse)
         assert [s.value for s in got.siblings] == [f"v{i}".encode()]
+
+
+def test_a_leaver_the_claimant_sees_down_at_the_commit_still_hands_off() -> None:
+    """A leave is graceful whatever the claimant's view of the leaver when it commits:
+    a leaver that is down then (a stall, a restart) is exiting, and hands its data off
+    once back. (It used to be removed at once, with its data, and never told.)"""
+    cluster = InstantCluster(["a", "b", "c", "d"], config=CONFIG)
+    for i in range(KEYS):
+        put = cluster.request("a", api.PutRequest("default", "b", f"k{i}",
+                                                 api.Content(f"v{i}".encode()), w=3))
+        assert isinstance(put, api.DoneResponse)
+    assert isinstance(cluster.request("d", api.LeaveRequest("d")), api.DoneResponse)
+    cluster.advance(500)  # gossip the staged leave
+    cluster.crash("d")
+    assert "d" in cluster.nodes["a"].detector.down_peers()
+    commit(cluster, "a")  # a is the claimant
+    cluster.advance(500)
+    for name in "abc":
+        leaver = cluster.nodes[name].cluster.member("d")
+        assert leaver is not None and leaver.status is ms.Status.EXITING, name
+    held = sum(keys_on(cluster, "d", p) for p in range(16))
+    assert held > 0
+    cluster.restart("d")
+    cluster.advance(3_000)
+    assert sum(keys_on(cluster, "d", p) for p in range(16)) == 0
+    assert cluster.nodes["d"].transfers_done > 0
+    for name in "abcd":
+        leaver = cluster.nodes[name].cluster.member("d")
+        assert leaver is not None and leaver.status is ms.Status.REMOVED, name
+
+
+def test_a_dead_node_is_removed_without_handoff() -> None:
+    """`admin remove`: refused for a member the node asked sees up (unless forced); for a
+    dead one, removed at the commit, its partitions owned by the others, every key still
+    read from them."""
+    cluster = InstantCluster(["a", "b", "c", "d"], config=CONFIG)
+    for i in range(KEYS):
+        put = cluster.request("a", api.PutRequest("default", "b", f"k{i}",
+                                                 api.Content(f"v{i}".encode()), w=3))
+        assert isinstance(put, api.DoneResponse)
+    for via in ("b", "d"):  # a live peer, and the node asked itself
+        refused = cluster.request(via, api.LeaveRequest("d", remove=True))
+        assert isinstance(refused, api.ErrorResponse), via
+        assert refused.kind is ErrorKind.PRECONDITION_FAILED and "is up" in refused.message
+    unknown = cluster.request("b", api.LeaveRequest("x", remove=True))
+    assert isinstance(unknown, api.ErrorResponse) and "not a member" in unknown.message
+    cluster.crash("d")
+    assert isinstance(cluster.request("b", api.LeaveRequest("d", remove=True)),
+                      api.DoneResponse)
+    cluster.advance(500)
+    plan = cluster.request("c", api.PlanRequest())
+    assert isinstance(plan, api.StatusResponse)
+    assert plan.status["staged"] == [{"name": "d", "status": "removing", "weight": 1}]
+    commit(cluster, "c")
+    cluster.advance(500)
+    for name in "abc":
+        node = cluster.nodes[name]
+        removed = node.cluster.member("d")
+        assert removed is not None and removed.status is ms.Status.REMOVED, name
+        assert "d" not in node.ring.owners and "d" not in node.peers
+    for i in range(KEYS):
+        got = cluster.request("b", api.GetRequest("default", "b", f"k{i}", r=2))
+        assert isinstance(got, api.ObjectResponse)
+        assert [s.value for s in got.siblings] == [f"v{i}".encode()]
+    # A removal can be forced for a member seen up; then nothing is staged twice.
+    forced = cluster.request("a", api.LeaveRequest("c", remove=True, force=True))
+    assert isinstance(forced, api.DoneResponse)
+    again = cluster.request("a", api.LeaveRequest("c", remove=True, force=True))
+    assert isinstance(again, api.ErrorResponse) and "removing already" in again.message
 
 
 def test_a_stale_plan_is_refused() -> None:

@@ -1,7 +1,7 @@
-"""Membership scenarios (issue 4): joins and leaves under partitions, crashes and a lossy
-network, with every checker on and each scenario's own premise checks (the change
-committed, transfers ran and finished, every node holds the new ring, the leaver owns
-and holds nothing, no node keeps a key it does not own).
+"""Membership scenarios (issue 4): joins, leaves and the removal of a dead node under
+partitions, crashes and a lossy network, with every checker on and each scenario's own
+premise checks (the change committed, transfers ran and finished, every node holds the
+new ring, the leaver owns and holds nothing, no node keeps a key it does not own).
 
 The tests at the end put back, for the test only (monkeypatched), the core behaviour
 these scenarios found wrong, and a handoff that never runs, and expect the scenarios
@@ -15,6 +15,7 @@ import os
 import pytest
 
 from dynakv.core import api, dvvset
+from dynakv.core import membership as ms
 from dynakv.core.node import Node
 from dynakv.sim import checkers
 from dynakv.sim.checkers import FinalState, Observations
@@ -22,7 +23,7 @@ from dynakv.sim.runner import SimOptions, SimResult, run
 from dynakv.sim.scenarios import SCENARIOS
 
 MEMBERSHIP = ("join-under-partition", "join-with-crash", "leave-under-load",
-              "two-joins-one-plan")
+              "remove-dead-node", "two-joins-one-plan")
 SWEEP_SEEDS = (2, 3, 4)
 JOBS = min(2, os.cpu_count() or 1)
 
@@ -107,3 +108,20 @@ def test_hints_for_a_node_that_left_are_noticed_without_the_core_fix(
     results = [run(SimOptions(seed=seed, scenario="leave-under-load")) for seed in (18, 24, 32)]
     assert any("still queues hints {'n3'" in text
                for result in results for text in result.extra_failures), _report(results)
+
+
+def test_a_dead_node_left_exiting_is_noticed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A removal staged as a graceful leave leaves the dead node exiting for ever: its
+    handoff can never finish."""
+    monkeypatch.setattr(ms, "stage_remove", ms.stage_leave)
+    result = run(SimOptions(seed=1, scenario="remove-dead-node"))
+    assert any("sees leaver n3 as exiting" in text for text in result.extra_failures), (
+        _report([result]))
+
+
+def test_hints_for_a_removed_node_are_noticed_without_the_core_fix(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Node, "_forget_hints", lambda self, target: None)
+    result = run(SimOptions(seed=1, scenario="remove-dead-node"))
+    assert any("still queues hints {'n3'" in text for text in result.extra_failures), (
+        _report([result]))

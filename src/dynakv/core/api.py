@@ -216,9 +216,13 @@ class JoinRequest:
 
 @dataclass(frozen=True, slots=True)
 class LeaveRequest:
-    """Stage the departure of a member (its own leave, or the removal of a dead node)."""
+    """Stage the departure of a member: a graceful leave (it hands its data off), or with
+    `remove` the removal of a dead node (nothing handed off). A removal of a member the
+    node asked sees up is refused unless `force`."""
 
     name: str
+    remove: bool = False
+    force: bool = False
 
 
 @dataclass(frozen=True, slots=True)

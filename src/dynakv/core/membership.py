@@ -18,8 +18,10 @@ Staging, as Riak's `cluster join / leave / plan / commit`: a join or leave marks
 member JOINING or LEAVING; `plan` shows the claim that would follow (the partitions
 that move); `commit` has the claimant apply it: a new ring version, joiners VALID,
 leavers EXITING (they own nothing, stay members and hand their data off; each marks
-itself REMOVED once its handoff is done) or, for a leaver the claimant sees down
-(`admin remove` of a dead node), REMOVED at once.
+itself REMOVED once its handoff is done), members staged for removal (`admin remove`
+of a dead node: REMOVING) REMOVED at once, without handoff. Which of the two a member
+gets is the operator's choice when staging, never the claimant's view of it at the
+commit: a live leaver that a claimant happens to suspect for a moment still hands off.
 
 Clusters have an id drawn at their founding: a node started alone founds its own
 cluster, and takes another cluster's state only when that cluster staged it as a
@@ -43,14 +45,17 @@ from dynakv.core.claim import Member, claim
 class Status(Enum):
     JOINING = "joining"
     VALID = "valid"
-    LEAVING = "leaving"  # staged to leave
+    LEAVING = "leaving"  # staged to leave (graceful: hands its data off)
+    REMOVING = "removing"  # staged for removal (a dead node: no handoff)
     EXITING = "exiting"  # left the ring (committed), still handing its data off
     REMOVED = "removed"
 
 
 # In a version tie, the record with the later status in this order wins.
-_STATUS_RANK = {Status.JOINING: 0, Status.VALID: 1, Status.LEAVING: 2, Status.EXITING: 3,
-                Status.REMOVED: 4}
+_STATUS_RANK = {Status.JOINING: 0, Status.VALID: 1, Status.LEAVING: 2, Status.REMOVING: 3,
+                Status.EXITING: 4, Status.REMOVED: 5}
+# Staged changes: what a plan and a commit apply.
+STAGED = (Status.JOINING, Status.LEAVING, Status.REMOVING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,11 +188,26 @@ def stage_join(state: ClusterState, joiner: MemberInfo) -> ClusterState:
 
 
 def stage_leave(state: ClusterState, name: str) -> ClusterState:
-    """Stage the departure of a member (a leave, or the removal of a dead node)."""
+    """Stage the graceful departure of a member: at the commit it leaves the ring and
+    hands its data off to the new owners (EXITING), then marks itself REMOVED."""
     info = state.member(name)
     if info is None or info.status is Status.REMOVED:
         raise ValueError(f"{name} is not a member")
+    if info.status in (Status.EXITING, Status.REMOVING):
+        raise ValueError(f"{name} is {info.status.value} already")
     return _with_member(state, _bump(info, status=Status.LEAVING))
+
+
+def stage_remove(state: ClusterState, name: str) -> ClusterState:
+    """Stage the removal of a member that is gone for good (a dead node): at the commit
+    it is REMOVED at once, without handing anything off; its replicas are rebuilt from
+    the others' copies. Also for a leaver that died while exiting."""
+    info = state.member(name)
+    if info is None or info.status is Status.REMOVED:
+        raise ValueError(f"{name} is not a member")
+    if info.status is Status.REMOVING:
+        raise ValueError(f"{name} is removing already")
+    return _with_member(state, _bump(info, status=Status.REMOVING))
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,12 +236,10 @@ class StalePlan(Exception):
     """A commit of a plan computed against an older ring: plan again."""
 
 
-def commit(state: ClusterState, committed: Plan, actor: str,
-           down: Iterable[str] = ()) -> ClusterState:
-    """The claimant applies a plan: a new ring version; joiners become valid, leavers
-    exiting (removed at once if in `down`, the claimant's view: a dead node has no data
-    to hand off). Refused unless `actor` is the claimant and the plan is current."""
-    down = set(down)
+def commit(state: ClusterState, committed: Plan, actor: str) -> ClusterState:
+    """The claimant applies a plan: joiners become valid, leavers exiting, members staged
+    for removal removed; a new ring version if the owners change. Refused unless `actor`
+    is the claimant and the plan is current."""
     if actor != claimant(state):
         raise ValueError(f"only the claimant ({claimant(state)}) commits plans")
     if committed.base_version != state.ring.version:
@@ -232,8 +250,14 @@ def commit(state: ClusterState, committed: Plan, actor: str,
         if info.status is Status.JOINING:
             info = _bump(info, status=Status.VALID)
         elif info.status is Status.LEAVING:
-            info = _bump(info, status=Status.REMOVED if info.name in down else Status.EXITING)
+            info = _bump(info, status=Status.EXITING)
+        elif info.status is Status.REMOVING:
+            info = _bump(info, status=Status.REMOVED)
         members.append(info)
+    if committed.owners == state.ring.owners:
+        # Only a removal of a member that owned nothing (an exiting leaver that died):
+        # nothing moves, so no new ring, and no handoff to wait for.
+        return replace(state, members=tuple(members))
     ring = RingInfo(state.ring.version + 1, committed.owners, actor, state.ring.owners)
     return replace(state, members=tuple(members), ring=ring)
 

@@ -16,8 +16,9 @@ from dynakv.core import membership as ms
 from dynakv.core.errors import ErrorKind, PeerProtocolError
 
 # 2: objects inside messages are OBJECT_EXT flat arrays; 3: a replica's copy travels
-# as its stored bytes (ReplicaPut.data, ReplicaGetReply.data).
-PROTOCOL_VERSION = 3
+# as its stored bytes (ReplicaPut.data, ReplicaGetReply.data); 4: a member's status may
+# be "removing" (staged for removal without handoff, `admin remove`).
+PROTOCOL_VERSION = 4
 
 
 @dataclass(frozen=True, slots=True)

@@ -1228,9 +1228,16 @@ class Node:
                 # Push the state to the joiner now: until it has it, it cannot answer.
                 self._send(name, m.GossipState(self.cluster))
                 self._reply(reply_to, api.DoneResponse())
-            case api.LeaveRequest(name):
+            case api.LeaveRequest(name, remove, force):
+                if remove and not force and (name == self.name or self.detector.is_up(name)):
+                    raise ClientError(
+                        f"{name} is up as seen from {self.name}: a removal hands nothing "
+                        "off (its replicas are rebuilt from the other copies); a live member "
+                        "leaves with `dynakv admin leave` (force the removal to override)",
+                        ErrorKind.PRECONDITION_FAILED)
                 try:
-                    state = ms.stage_leave(self.cluster, name)
+                    stage = ms.stage_remove if remove else ms.stage_leave
+                    state = stage(self.cluster, name)
                 except ValueError as invalid:
                     raise ClientError(str(invalid)) from invalid
                 self._apply_cluster(state, persist=True)
@@ -1264,7 +1271,7 @@ class Node:
             "claimant": ms.claimant(self.cluster),
             "staged": [{"name": m.name, "status": m.status.value, "weight": m.weight}
                        for m in self.cluster.members
-                       if m.status in (ms.Status.JOINING, ms.Status.LEAVING)],
+                       if m.status in ms.STAGED],
             "owners": list(plan.owners),
             "moves": [{"partition": p, "from": old, "to": new,
                        "keys_here": keys.get(p)} for p, old, new in plan.moves],
@@ -1274,16 +1281,14 @@ class Node:
         """Apply a plan as the claimant; an error text, empty on success."""
         if ms.claimant(self.cluster) != self.name:
             return f"{self.name} is not the claimant; {ms.claimant(self.cluster)} is"
-        if not any(m.status in (ms.Status.JOINING, ms.Status.LEAVING)
-                   for m in self.cluster.members):
+        if not any(m.status in ms.STAGED for m in self.cluster.members):
             return "nothing is staged: there is no plan to commit"
         if base_version == self.cluster.ring.version and (
                 tuple(owners) != ms.plan(self.cluster).owners):
             return ("the plan does not match the changes staged at the claimant "
                     f"({self.name}): plan again")
         try:
-            state = ms.commit(self.cluster, ms.Plan(base_version, tuple(owners), ()), self.name,
-                              down=self.detector.down_peers())
+            state = ms.commit(self.cluster, ms.Plan(base_version, tuple(owners), ()), self.name)
         except ms.StalePlan as error:
             return str(error)
         self._apply_cluster(state, persist=True)

@@ -122,6 +122,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/admin/plan", get_plan)
     router.add_post("/admin/join", post_join)
     router.add_post("/admin/leave", post_leave)
+    router.add_post("/admin/remove", post_remove)
     router.add_post("/admin/commit", post_commit)
 
 
@@ -766,11 +767,22 @@ async def post_join(request: web.Request) -> web.Response:
 
 
 async def post_leave(request: web.Request) -> web.Response:
+    """Stage a member's graceful leave (it hands its data off)."""
     body = await read_json_object(request)
     node = body.get("node")
     if not isinstance(node, str):
         raise ClientError('expected {"node": name}')
     return await done_call(request, api.LeaveRequest(node))
+
+
+async def post_remove(request: web.Request) -> web.Response:
+    """Stage the removal of a dead member (nothing handed off); 412 if this node sees it
+    up, unless "force"."""
+    body = await read_json_object(request)
+    node, force = body.get("node"), body.get("force", False)
+    if not isinstance(node, str) or not isinstance(force, bool):
+        raise ClientError('expected {"node": name, "force": false}')
+    return await done_call(request, api.LeaveRequest(node, remove=True, force=force))
 
 
 async def post_commit(request: web.Request) -> web.Response:

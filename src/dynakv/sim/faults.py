@@ -36,13 +36,14 @@ from dynakv.sim.disk import DiskParams
 from dynakv.sim.network import Link, NetworkParams
 
 ActionKind = Literal["network", "cut", "restore", "slow", "crash", "wipe", "restart", "heal",
-                     "add", "join", "leave", "commit"]
+                     "add", "join", "leave", "remove", "commit"]
 # Membership actions (scripted by scenarios, never drawn by a mix): "add" starts a new
 # node `node` alone (a one-node cluster of its own, as `dynakv node` with no peers);
 # "join" stages its join through the member `via` (`dynakv admin join`); "leave"
-# stages the departure of `node` through `via`; "commit" asks `via` for the plan and
+# stages the departure of `node` through `via`; "remove" stages the removal of `node`
+# (a dead one) through `via` (`dynakv admin remove`); "commit" asks `via` for the plan and
 # commits it (`dynakv admin plan` then `commit`), again until it is accepted.
-MEMBERSHIP_KINDS = ("add", "join", "leave", "commit")
+MEMBERSHIP_KINDS = ("add", "join", "leave", "remove", "commit")
 
 
 CLEAN = NetworkParams()
@@ -96,7 +97,7 @@ class FaultAction:
     links: tuple[Link, ...] = ()
     network: NetworkParams | None = None
     delay_ms: int = 0  # "slow": the links' extra delay (0 ends it)
-    via: str = ""  # join, leave, commit: the member the request is sent to
+    via: str = ""  # join, leave, remove, commit: the member the request is sent to
     weight: int = 1  # add: the new node's weight
     zone: str = ""  # add: the new node's zone
     # commit: the staged changes the plan must show before it is committed (an operator
@@ -120,7 +121,7 @@ class FaultAction:
             case "add":
                 zone = f" zone {self.zone}" if self.zone else ""
                 return f"{self.time_ms}ms add {self.node} (weight {self.weight}{zone})"
-            case "join" | "leave":
+            case "join" | "leave" | "remove":
                 return f"{self.time_ms}ms {self.kind} {self.node} via {self.via}"
             case "commit":
                 return f"{self.time_ms}ms plan and commit via {self.via}"

@@ -1,8 +1,9 @@
 """Membership changes in the simulator: what a plan will move, and what must hold after.
 
 The membership scenarios (scenarios.py: join-under-partition, join-with-crash,
-leave-under-load, two-joins-one-plan) script joins and leaves with the runner's
-membership actions (faults.py: add, join, leave, commit). This module gives them:
+leave-under-load, remove-dead-node, two-joins-one-plan) script joins, leaves and
+removals with the runner's membership actions (faults.py: add, join, leave, remove,
+commit). This module gives them:
 
 - `expected_ring`: the ring the claimant will commit, computed as the claimant does
   (core/membership.py: plan over the bootstrap state with the changes staged), so a
@@ -13,7 +14,8 @@ membership actions (faults.py: add, join, leave, commit). This module gives them
   so that a scenario that stopped exercising its case fails: one commit was
   accepted; every live node holds the expected ring at the expected version;
   joiners are valid members that own their weight's share and hold data; leavers
-  are removed, own nothing and hold nothing; every node that lost partitions
+  are removed, own nothing and hold nothing; dead nodes removed without handoff are
+  removed and own nothing; every node that lost partitions
   finished transfers (over all its lives) and none is pending;
   no node keeps a key of a partition it does not own (every copy was handed off,
   then dropped).
@@ -101,9 +103,11 @@ def keys_held(sim: Simulation, name: str, ring: Ring) -> int:
 
 
 def membership_premise(sim: Simulation, expected: Ring, version: int,
-                       joiners: Sequence[Joiner] = (), leavers: Sequence[str] = ()
-                       ) -> list[str]:
-    """What must hold once a membership change committed and settled (see the module)."""
+                       joiners: Sequence[Joiner] = (), leavers: Sequence[str] = (),
+                       removed: Sequence[str] = ()) -> list[str]:
+    """What must hold once a membership change committed and settled (see the module).
+    `removed`: dead nodes removed without handoff (down at the end, their disks left as
+    they were): every live node sees them removed, and they own nothing."""
     failures = []
     # One commit accepted (none if its answer was lost: the ring version shows it).
     if len(sim.commits()) > 1:
@@ -113,7 +117,8 @@ def membership_premise(sim: Simulation, expected: Ring, version: int,
     for name in cluster.names:
         node = cluster.nodes[name].node
         if node is None:
-            failures.append(f"{name} is down at the end")
+            if name not in removed:
+                failures.append(f"{name} is down at the end")
             continue
         state = node.cluster
         if state.ring.version != version or node.ring.owners != expected.owners:
@@ -124,7 +129,7 @@ def membership_premise(sim: Simulation, expected: Ring, version: int,
             if info is None or info.status is not ms.Status.VALID:
                 failures.append(f"{name} sees joiner {joiner.name} as "
                                 f"{info.status.value if info else 'unknown'}")
-        for leaver in leavers:
+        for leaver in (*leavers, *removed):
             info = state.member(leaver)
             if info is None or info.status is not ms.Status.REMOVED:
                 failures.append(f"{name} sees leaver {leaver} as "
@@ -142,6 +147,9 @@ def membership_premise(sim: Simulation, expected: Ring, version: int,
             failures.append(f"joiner {joiner.name} owns no partition")
         if keys_held(sim, joiner.name, expected) == 0:
             failures.append(f"joiner {joiner.name} holds no key")
+    for dead in removed:
+        if expected.partitions_of(dead):
+            failures.append(f"removed {dead} still owns {expected.partitions_of(dead)}")
     for leaver in leavers:
         if expected.partitions_of(leaver):
             failures.append(f"leaver {leaver} still owns {expected.partitions_of(leaver)}")
@@ -151,6 +159,6 @@ def membership_premise(sim: Simulation, expected: Ring, version: int,
     senders = sorted({node for lost, _ in moves(cluster.ring, expected, sim.config.n_val).values()
                       for node in lost})
     for name in senders:
-        if cluster.metrics([name])["transfers_done"] == 0:
+        if name not in removed and cluster.metrics([name])["transfers_done"] == 0:
             failures.append(f"{name} lost partitions but finished no transfer")
     return failures

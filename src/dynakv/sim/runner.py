@@ -285,9 +285,9 @@ class Simulation:
                 self._membership(action.via, f"join {action.node}", api.JoinRequest(
                     action.node, f"{action.node}:sim", self._weight(action.node),
                     self._zone(action.node)))
-            case "leave":
-                self._membership(action.via, f"leave {action.node}",
-                                 api.LeaveRequest(action.node))
+            case "leave" | "remove":
+                self._membership(action.via, f"{action.kind} {action.node}",
+                                 api.LeaveRequest(action.node, remove=action.kind == "remove"))
             case "commit":
                 node = cluster.nodes[action.via].node
                 version = node.cluster.ring.version if node is not None else 0

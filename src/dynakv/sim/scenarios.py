@@ -387,10 +387,11 @@ def _node_lacks_acked_writes(sim: Simulation, node: str, keys: Sequence[Key]) ->
     return [f"{node}'s disk: {text}" for text in check.violations if "acknowledged" in text]
 
 
-def _hints_left(sim: Simulation) -> list[str]:
-    """Hints still queued anywhere: in a node's ledger, or as rows on its disk."""
+def _hints_left(sim: Simulation, dead: Sequence[str] = ()) -> list[str]:
+    """Hints still queued anywhere (but on the disks of `dead` nodes, removed): in a
+    node's ledger, or as rows on its disk."""
     left = []
-    for name in sim.names:
+    for name in [n for n in sim.names if n not in dead]:
         sim_node = sim.cluster.nodes[name]
         if sim_node.node is not None and sim_node.node.hints.counts:
             left.append(f"{name} still queues hints {dict(sim_node.node.hints.counts)}")
@@ -1236,6 +1237,47 @@ def _build_leave_under_load(options: SimOptions) -> tuple[Simulation, Verify]:
     return sim, verify
 
 
+# remove-dead-node: n3 dies for good while clients write (writes for its replicas go to
+# fallbacks, with hints for it); it is staged for removal through one member and the
+# plan committed through another. It is removed at once, without handoff: its hints
+# are dropped and their copies handed to the new owners, and the replicas it held are
+# rebuilt on them from the other copies (read repair, anti-entropy).
+RDN_CRASH_MS, RDN_REMOVE_MS, RDN_COMMIT_MS, RDN_END_MS = 400, 1_000, 1_100, 2_600
+
+
+def _build_remove_dead_node(options: SimOptions) -> tuple[Simulation, Verify]:
+    names = node_names(options.nodes)
+    dead = names[3]
+    expected = expected_ring(names, SIM_CONFIG, leavers=[dead])
+    via_remove, via_commit = names[1], names[2]
+    actions = [FaultAction(RDN_CRASH_MS, "crash", node=dead),
+               FaultAction(RDN_REMOVE_MS, "remove", node=dead, via=via_remove),
+               FaultAction(RDN_COMMIT_MS, "commit", via=via_commit)]
+    hot = _hot_keys(names, expected)
+    sim = _membership_sim(options, actions, expected, hot)
+    gained = {p for p, (_, new) in moves(make_ring(names, SIM_CONFIG), expected,
+                                         SIM_CONFIG.n_val).items() if new}
+
+    def verify(result: SimResult) -> list[str]:
+        failures = _commit_during(sim, RDN_REMOVE_MS, RDN_END_MS)
+        removal = [e for e in sim.membership if e.what == f"remove {dead}"]
+        if not removal or not removal[0].ok:
+            failures.append(f"the removal of {dead} was not staged: "
+                            f"{[(e.time_ms, e.ok, e.answer) for e in removal]}")
+        if not _acked(sim, hot, "put", RDN_CRASH_MS, RDN_COMMIT_MS):
+            failures.append(f"no write was acknowledged while {dead} was down")
+        if not _acked(sim, hot, "put", RDN_COMMIT_MS, RDN_END_MS):
+            failures.append("no write was acknowledged after the removal")
+        if result.stats["ae_keys_repaired"] + result.stats["read_repairs"] == 0:
+            failures.append(f"nothing was repaired: {dead}'s replicas were not rebuilt")
+        if not gained:
+            failures.append(f"no partition of {dead} gained an owner")
+        return (failures + membership_premise(sim, expected, 2, removed=[dead])
+                + _hints_left(sim, dead=[dead]))
+
+    return sim, verify
+
+
 # two-joins-one-plan: n5 (weight 1) and n6 (weight 2) are staged through two members
 # and join in one plan, committed through a third, over a lossy network.
 TJ_LOSSY_MS, TJ_COMMIT_MS, TJ_HEAL_MS, TJ_END_MS = 300, 800, 1_800, 2_600
@@ -1315,6 +1357,9 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("leave-under-load", "a member leaves while clients write and a node that "
                  "gains its partitions is cut off", _build_leave_under_load,
                  duration_ms=LUL_END_MS),
+        Scenario("remove-dead-node", "a node dies for good while clients write and is "
+                 "removed; its replicas are rebuilt on the new owners",
+                 _build_remove_dead_node, duration_ms=RDN_END_MS),
         Scenario("two-joins-one-plan", "two nodes (weights 1 and 2) join in one plan over a "
                  "lossy network", _build_two_joins, duration_ms=TJ_END_MS),
     )
