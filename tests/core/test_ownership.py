@@ -250,3 +250,23 @@ def test_admin_transfers_gathers_every_members_transfers() -> None:
     assert isinstance(got, api.StatusResponse)
     assert got.status["nodes_missing"] == ["b"]
     assert {t["from"] for t in got.status["transfers"]} == {"a"}
+
+
+def test_a_dead_claimant_is_removed_and_the_next_member_commits() -> None:
+    """The claimant is the first valid member by name: once a dead one is staged for
+    removal it is not valid any more, so the next one commits the plan."""
+    cluster = InstantCluster(["a", "b", "c", "d"], config=CONFIG)
+    cluster.crash("a")
+    assert isinstance(cluster.request("b", api.LeaveRequest("a", remove=True)),
+                      api.DoneResponse)
+    cluster.advance(500)
+    plan = cluster.request("d", api.PlanRequest())
+    assert isinstance(plan, api.StatusResponse) and plan.status["claimant"] == "b"
+    commit(cluster, "d")  # forwarded to b
+    cluster.advance(500)
+    for name in "bcd":
+        node = cluster.nodes[name]
+        assert node.cluster.ring.version == 2 and node.cluster.ring.claimant == "b"
+        assert "a" not in node.ring.owners
+    put = cluster.request("c", api.PutRequest("default", "b", "k", api.Content(b"v"), w=3))
+    assert isinstance(put, api.DoneResponse)

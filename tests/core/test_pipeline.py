@@ -9,8 +9,9 @@ import pytest
 
 from dynakv.config import Config
 from dynakv.core import api
+from dynakv.core import messages as m
 from dynakv.core.claim import Member, claim
-from dynakv.core.node import ClientEvent, Node
+from dynakv.core.node import ClientEvent, MessageEvent, Node, TickEvent
 from dynakv.core.pipeline import CommitPipeline, Output, Released
 from dynakv.core.ring import Ring
 from dynakv.core.storage import Write
@@ -108,3 +109,37 @@ def test_a_node_marks_replies_built_from_its_pending_writes() -> None:
     assert clean.depends_seq == 0 and clean.needs_seq == 0
     assert isinstance(clean.replies[0][1], api.ObjectResponse)
     assert [c.value for c in clean.replies[0][1].siblings] == [b"v"]
+
+
+def test_gossip_waits_for_the_cluster_state_it_tells_to_be_durable() -> None:
+    """A change of the cluster state (here a staged leave; a claimant's commit alike) is
+    written; gossip sent before that write is durable must wait for it, or a crash
+    could leave the peers with a state this node never kept."""
+    config = Config(ring_size=8)
+    ring = Ring(claim(8, [Member(name) for name in "abc"], 3))
+    a = Node(name="a", server_id="a@1", ring=ring, peers=list("abc"), storage=MemoryStorage(),
+             config=config, rng=random.Random(1))
+    for peer in "bc":
+        a.step(MessageEvent(peer, m.Pong(0)), 0)
+    a.step(TickEvent(), 0)  # its start: it marks its handoff done (a write)
+    start = a.take_output()
+    a.storage.write(start.writes)
+    a.on_durable(start.write_seq)
+    a.step(ClientEvent(1, api.LeaveRequest("c")), 0)
+    staged = a.take_output()
+    assert staged.writes and staged.needs_seq == staged.write_seq
+    interval = a.config.gossip_interval_ms
+    a.step(TickEvent(), interval)
+    gossip = a.take_output()
+    assert any(isinstance(message, m.GossipDigest) for _, message in gossip.messages)
+    assert not gossip.writes and gossip.depends_seq == staged.write_seq
+    a.step(MessageEvent("b", m.GossipDigest("another state")), interval)
+    reply = a.take_output()
+    assert [type(message) for _, message in reply.messages] == [m.GossipState]
+    assert reply.depends_seq == staged.write_seq
+    a.storage.write(staged.writes)
+    a.on_durable(staged.write_seq)
+    a.step(TickEvent(), 2 * interval)
+    later = a.take_output()
+    assert any(isinstance(message, m.GossipDigest) for _, message in later.messages)
+    assert later.depends_seq == 0

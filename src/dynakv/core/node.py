@@ -458,6 +458,15 @@ class Node:
     def _send(self, node: str, message: m.Message) -> None:
         self._out.messages.append((node, message))
 
+    def _send_gossip(self, node: str, message: m.GossipDigest | m.GossipState) -> None:
+        """Send this node's cluster state (or its digest) once that state is durable here:
+        a commit, a staged change or a merge reaches no peer before this node's disk, so
+        a crash cannot leave the others with a ring this node, restarted, never made."""
+        pending = self._pending.get((META_PARTITION, CLUSTER_META_KEY))
+        if pending is not None:
+            self._out_depends_seq = max(self._out_depends_seq, pending[0])
+        self._send(node, message)
+
     def _reply(self, reply_to: ReplyTo, response: api.Response) -> None:
         if isinstance(response, api.ErrorResponse):
             self._count(f"errors_{response.kind.value}")
@@ -997,7 +1006,7 @@ class Node:
                 self._reap_delete(partition, key, digest)
             case m.GossipDigest(digest):
                 if digest != ms.digest(self.cluster):
-                    self._send(sender, m.GossipState(self.cluster))
+                    self._send_gossip(sender, m.GossipState(self.cluster))
             case m.GossipState(state):
                 self._on_gossip_state(sender, state)
             case m.CommitPlan(request_id, base_version, owners):
@@ -1187,11 +1196,11 @@ class Node:
         self._next_gossip_ms = self.now_ms + self.config.gossip_interval_ms
         up = sorted(self.detector.up_peers())
         if up:
-            self._send(self.rng.choice(up), m.GossipDigest(ms.digest(self.cluster)))
+            self._send_gossip(self.rng.choice(up), m.GossipDigest(ms.digest(self.cluster)))
         for info in self.cluster.members:
             # A joiner that has not taken the cluster's state yet cannot answer probes.
             if info.status is ms.Status.JOINING and not self.detector.is_up(info.name):
-                self._send(info.name, m.GossipState(self.cluster))
+                self._send_gossip(info.name, m.GossipState(self.cluster))
 
     def _on_gossip_state(self, sender: str, state: ms.ClusterState) -> None:
         mine = self.cluster
@@ -1206,13 +1215,13 @@ class Node:
                     m.name for m in state.active()] == [sender]:
                 # A member of ours still alone in a cluster of its own: the state its
                 # join pushed was lost (it answers probes, so no push reaches it since).
-                self._send(sender, m.GossipState(mine))
+                self._send_gossip(sender, m.GossipState(mine))
             return
         merged = ms.merge(mine, state)
         if merged != mine:
             self._apply_cluster(merged, persist=True)
         if ms.digest(merged) != ms.digest(state):
-            self._send(sender, m.GossipState(merged))
+            self._send_gossip(sender, m.GossipState(merged))
 
     def _membership_request(self, reply_to: ReplyTo, request: api.Request) -> None:
         match request:
@@ -1226,7 +1235,7 @@ class Node:
                 joiner = ms.MemberInfo(name, address, weight, zone)
                 self._apply_cluster(ms.stage_join(self.cluster, joiner), persist=True)
                 # Push the state to the joiner now: until it has it, it cannot answer.
-                self._send(name, m.GossipState(self.cluster))
+                self._send_gossip(name, m.GossipState(self.cluster))
                 self._reply(reply_to, api.DoneResponse())
             case api.LeaveRequest(name, remove, force):
                 if remove and not force and (name == self.name or self.detector.is_up(name)):
