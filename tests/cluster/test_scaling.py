@@ -533,6 +533,12 @@ def test_a_leave_under_writes_hands_off_everything(tmp_path: Path) -> None:
         committed = [line for line in cluster.log(cluster.nodes[0]).splitlines()
                      if f"member {names[leaver]}: leaving -> " in line]
         assert committed and "leaving -> exiting" in committed[0], committed
+
+        def left() -> bool:  # the leaver, removed once done, refuses data requests
+            got = http("GET", f"{cluster.url(leaver)}/buckets/leave/keys/any", timeout=10)
+            return got.status == 503 and b"has left the cluster" in got.body
+
+        wait_until(left, 30, "the leaver to refuse requests once removed")
         watch.stop()
         writer.stop()
         lap("stage a leave, plan, commit, transfers")

@@ -95,6 +95,11 @@ def test_a_leave_streams_the_leavers_partitions_away_before_they_are_dropped() -
         leaver = cluster.nodes[name].cluster.member("d")
         assert leaver is not None and leaver.status is ms.Status.REMOVED, name
     assert all("d" not in cluster.nodes[name].peers for name in "abc")
+    # Nobody talks to d any more: it refuses what it would need them for.
+    refused = cluster.request("d", api.GetRequest("default", "b", "k0"))
+    assert isinstance(refused, api.ErrorResponse) and refused.kind is ErrorKind.UNAVAILABLE
+    assert refused.message == "d has left the cluster; send requests to a member (a, b, c)"
+    assert isinstance(cluster.request("d", api.StatusRequest()), api.StatusResponse)
     for i in range(KEYS):
         got = cluster.request("b", api.GetRequest("default", "b", f"k{i}", r=3))
         assert isinstance(got, api.ObjectResponse)

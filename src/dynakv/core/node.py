@@ -144,6 +144,13 @@ def _digest(stored: bytes) -> bytes:
     return object_hash(m.canonical_object(stored))
 
 
+# Requests a node that has left the cluster (removed) refuses: what it would need its
+# peers for. Its status, ring, transfers and bucket properties still answer.
+_DATA_REQUESTS = (api.GetRequest, api.PutRequest, api.DeleteRequest, api.ListKeysRequest,
+                  api.ListBucketsRequest, api.SetBucketPropsRequest,
+                  api.ResetBucketPropsRequest)
+
+
 class Node:
     def __init__(
         self,
@@ -222,6 +229,7 @@ class Node:
             members = [ms.MemberInfo(n, "") for n in sorted({name, *peers})]
             cluster = ms.bootstrap(config.cluster_name, members, ring.owners, config.n_val)
         self.cluster = cluster
+        self.removed = False  # this node has left the cluster (its own record says so)
         self._apply_cluster(cluster, persist=stored is None)
         marker = storage.get(META_PARTITION, EARLY_EPOCH_META_KEY)
         if marker is not None and int(marker.decode()) == self.epoch:
@@ -518,6 +526,11 @@ class Node:
             self._reply(reply_to, api.ErrorResponse(error.kind, error.message))
 
     def _handle_client(self, reply_to: ClientReplyTo, request: api.Request) -> None:
+        if self.removed and isinstance(request, _DATA_REQUESTS):
+            # Its peers no longer talk to it: a request it coordinated would time out.
+            members = ", ".join(m.name for m in self.cluster.active())
+            raise Unavailable(f"{self.name} has left the cluster; send requests to a member "
+                              f"({members})")
         match request:
             case api.GetRequest():
                 self._count("gets")
@@ -1158,6 +1171,8 @@ class Node:
     def _apply_cluster(self, state: ms.ClusterState, persist: bool) -> None:
         """Adopt a cluster state: ring, peers, failure detector, owned partitions."""
         self.cluster = state
+        me = state.member(self.name)
+        self.removed = me is not None and me.status is ms.Status.REMOVED
         if persist:
             self._write(META_PARTITION, CLUSTER_META_KEY, codec.encode(state))
         if state.ring.owners != self.ring.owners:
