@@ -10,7 +10,8 @@ from dynakv.config import Config
 from dynakv.core import api
 from dynakv.core import messages as m
 from dynakv.core.claim import Member, claim
-from dynakv.core.node import EARLY_EPOCH_META_KEY, ClientEvent, MessageEvent, Node
+from dynakv.core.node import ClientEvent, MessageEvent, Node
+from dynakv.core.node_base import EARLY_EPOCH_META_KEY
 from dynakv.core.pipeline import Output
 from dynakv.core.ring import Ring
 from dynakv.core.storage import META_PARTITION
