@@ -103,7 +103,8 @@ def test_join_plan_commit_and_leave(tmp_path: Path) -> None:
 def test_a_dead_node_is_removed_and_its_replicas_rebuilt(tmp_path: Path) -> None:
     """`admin remove` of a killed node: refused while the node asked sees it up, staged
     once it is seen down, committed; the others own its partitions and anti-entropy
-    gives them its replicas back from the other copies."""
+    gives them its replicas back from the other copies. Then a live one, forced: it
+    learns that it was removed."""
     cluster = ProcessCluster(tmp_path, size=4)
     try:
         cluster.start()
@@ -146,6 +147,31 @@ def test_a_dead_node_is_removed_and_its_replicas_rebuilt(tmp_path: Path) -> None
         wait_until(lambda: copies() == 3 * KEYS, DEADLINE_S, "anti-entropy to rebuild replicas")
         for i in range(KEYS):
             got = http("GET", f"{cluster.url(i % 3)}/buckets/m/keys/k{i}?r=3")
+            assert (got.status, got.body) == (200, f"v{i}".encode())
+
+        # A live member removed anyway (--force) is told, though no member talks to it
+        # any more: the state comes back on its own connections, and it stops serving.
+        print(admin("remove", "n3", "--force", "--node", cluster.url(0)))
+        wait_until(lambda: staged(cluster, 1, "removing"), DEADLINE_S, "gossip of the removal")
+        print(admin("commit", "--node", cluster.url(1)))
+
+        def told() -> bool:
+            members = {m["name"]: m["status"]
+                       for m in status(cluster, 2)["members"]}  # type: ignore[attr-defined]
+            got = http("GET", f"{cluster.url(2)}/buckets/m/keys/k0")
+            return members["n3"] == "removed" and got.status == 503
+
+        def held_by_n3() -> list[int]:
+            return [i for i in range(0, KEYS, 10)
+                    if http("GET", f"{cluster.url(2)}/admin/local/buckets/m/keys/k{i}"
+                            ).json()["siblings"]]
+
+        assert held_by_n3()
+        wait_until(told, DEADLINE_S, "n3 to learn that it was removed")
+        # It hands off what it held, as a leaver does (the others take transfers from it).
+        wait_until(lambda: not held_by_n3(), DEADLINE_S, "n3 to hand its keys off")
+        for i in range(KEYS):
+            got = http("GET", f"{cluster.url(i % 2)}/buckets/m/keys/k{i}?r=2")
             assert (got.status, got.body) == (200, f"v{i}".encode())
     finally:
         cluster.stop()

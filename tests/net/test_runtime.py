@@ -8,6 +8,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,6 +164,14 @@ def test_handshake_refuses_another_cluster_or_version() -> None:
         ours.check_peer({"proto": "http"})
 
 
+async def arrival(got: list[Any]) -> None:
+    """Wait up to 2 s for something to arrive in `got`."""
+    for _ in range(100):
+        if got:
+            return
+        await asyncio.sleep(0.02)
+
+
 def test_a_message_sent_before_a_peer_listens_arrives_once_it_does() -> None:
     """A restarted peer is often seen alive (its probes arrive) a moment before this
     node's link to it reconnects: a frame sent then waits through failed connection
@@ -186,11 +195,42 @@ def test_a_message_sent_before_a_peer_listens_arrives_once_it_does() -> None:
             assert a.send("b", m.Ping(7))
             await asyncio.sleep(0.3)  # more refused attempts with the frame waiting
             await b.start("127.0.0.1", port_b)
-            for _ in range(100):
-                if got:
-                    break
-                await asyncio.sleep(0.02)
+            await arrival(got)
             assert got == [("a", m.Ping(7))]
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_message_for_a_node_that_is_not_a_member_goes_back_on_its_connection() -> None:
+    """b has no link to a (a was removed there) but a still connects to b: b's answer
+    goes back on a's own connection, and a takes it. To a node that never connected,
+    nothing can be sent."""
+    from dynakv.core import messages as m
+
+    async def scenario() -> None:
+        config = Config(reconnect_interval_ms=50, connect_timeout_ms=200)
+        port_a, port_b = free_port(), free_port()
+        got_a: list[tuple[str, m.Message]] = []
+        got_b: list[tuple[str, m.Message]] = []
+        a = Transport(config, Handshake(config.cluster_name, "a", "r"),
+                      {"b": ("127.0.0.1", port_b)}, lambda peer, msg: got_a.append((peer, msg)),
+                      lambda *_: None)
+        b = Transport(config, Handshake(config.cluster_name, "b", "r"), {},
+                      lambda peer, msg: got_b.append((peer, msg)), lambda *_: None)
+        await b.start("127.0.0.1", port_b)
+        await a.start("127.0.0.1", port_a)
+        try:
+            assert not b.send("a", m.Pong(1))  # a has not connected yet
+            assert a.send("b", m.Ping(2))
+            await arrival(got_b)
+            assert got_b == [("a", m.Ping(2))]
+            assert b.send("a", m.Pong(2))
+            assert not b.send("c", m.Pong(3))  # no link, no connection from it
+            await arrival(got_a)
+            assert got_a == [("b", m.Pong(2))]
         finally:
             await a.close()
             await b.close()

@@ -8,6 +8,12 @@ ring: a peer of another cluster, version or ring is refused with a logged reason
 Frames queued in one event-loop iteration go out in one write. A connection that
 fails marks the peer down (the driver tells the core), and it is retried every
 `reconnect_interval_ms` until it answers.
+
+A node that is no longer a member here (removed from the cluster while it still runs)
+has no outbound connection from this node, but still connects to it: a message for it
+goes back on its own connection, whose sending side delivers what it receives. That
+is how a removed node learns that it was removed (the state gossip answers its
+digest with), instead of being dropped in silence.
 """
 
 from __future__ import annotations
@@ -151,6 +157,12 @@ class OutboundProtocol(FrameProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._link.disconnected(self)
+
+    def frame_received(self, payload: bytes) -> None:
+        """A message sent back on this connection: the peer has no outbound connection
+        to this node (it is not a member there any more)."""
+        assert self.peer is not None
+        self._link.transport.deliver(self.peer, codec.decode(payload))
 
 
 class PeerLink:
@@ -311,12 +323,22 @@ class Transport:
             if self._started:
                 self._links[name].start()
 
+    def deliver(self, peer: str, message: m.Message) -> None:
+        self._deliver(peer, message)
+
     def send(self, peer: str, message: m.Message) -> bool:
         link = self._links.get(peer)
-        if link is None:
+        if link is not None:
+            return link.send(codec.encode(message))
+        # Not a member here: back on a connection it opened to this node, if any.
+        inbound = next((p for p in self._inbound if p.peer == peer and p.transport is not None
+                        and not p.transport.is_closing()), None)
+        if inbound is None or inbound.transport is None or (
+                inbound.transport.get_write_buffer_size() > limits.FRAME_SIZE_MAX_BYTES):
             log.warning("message for unknown peer %s dropped", peer)
             return False
-        return link.send(codec.encode(message))
+        inbound.send(codec.encode(message))
+        return True
 
     async def close(self) -> None:
         for link in self._links.values():
