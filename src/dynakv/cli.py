@@ -345,6 +345,8 @@ def run_admin_status(args: argparse.Namespace) -> int:
               f"{('up' if member['up'] else 'DOWN'):<6} {member['partitions']:>10} "
               f"{member.get('weight', 1):>6}  {member.get('zone', '')}")
     print(f"requests in flight: {status['requests_in_flight']}")
+    pauses = status.get("failure_detector", {}).get("local_pauses", 0)
+    print(f"failure detector: {pauses} check(s) skipped after a pause of this node")
     hints = status.get("hints", {})
     queued = hints.get("queued", {})
     print(f"hinted handoff: {'on' if status.get('hinted_handoff_enabled') else 'off'}; "

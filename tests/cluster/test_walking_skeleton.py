@@ -133,8 +133,10 @@ def test_command_line_get_put_delete_and_admin(cluster: ProcessCluster) -> None:
     assert [s["value"] for s in data["siblings"]] == ["hello"] and data["context"]
     status = dynakv("admin", "status", "--node", url, "--json")
     assert json.loads(status.stdout)["ring_size"] == 64
+    assert json.loads(status.stdout)["failure_detector"]["local_pauses"] >= 0
     human = dynakv("admin", "status", "--node", url)
     assert "n1" in human.stdout and "partitions" in human.stdout
+    assert "check(s) skipped after a pause of this node" in human.stdout
     local = dynakv("admin", "local-get", "--node", cluster.url(2), "--json", "cli", "k")
     assert [s["value"] for s in json.loads(local.stdout)["siblings"]] == ["hello"]
     assert dynakv("delete", "--url", url, "cli", "k").returncode == 0

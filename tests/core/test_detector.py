@@ -9,6 +9,8 @@ import pytest
 
 from dynakv.core import limits
 from dynakv.core.detector import FailureDetector, phi, threshold_z
+from dynakv.core.node import TickEvent
+from tests.core.instant import InstantCluster
 
 
 def steady(detector: FailureDetector, peer: str, start_ms: int, gaps: list[int]) -> int:
@@ -43,9 +45,9 @@ def test_a_silent_peer_is_down_at_the_documented_time_and_not_before() -> None:
 
 def test_a_pause_of_the_node_itself_convicts_nobody_at_the_next_check() -> None:
     """A node that did not run for a while (a stall, a starved process) has not read what
-    its peers sent meanwhile; convicting them at its first check would remove a live
-    leaver at a commit. That check convicts nobody; the next one, once the backlog is
-    read, convicts only peers still silent."""
+    its peers sent meanwhile; convicting them at its first check would mark live peers
+    down and send their requests to fallbacks. That check convicts nobody; the next
+    one, once the backlog is read, convicts only peers still silent."""
     alive = FailureDetector(["b"], 1_000, 0, acceptable_pause_ms=2_000,
                             min_std_deviation_ms=200)
     assert alive.local_pause_ms == 3_000
@@ -152,3 +154,13 @@ def test_the_kept_deadline_is_never_late_and_exact_after_a_tick(seed: int) -> No
             detector.expire(now)
             detector.probes_due(now)
             assert detector.next_deadline_ms() == exact_deadline(detector)
+
+
+def test_a_nodes_status_counts_the_checks_skipped_after_its_own_pauses() -> None:
+    cluster = InstantCluster(["a", "b", "c"])
+    cluster.advance(5_000)
+    a = cluster.nodes["a"]
+    assert a.status()["failure_detector"] == {"local_pauses": 0}
+    a.step(TickEvent(), cluster.now_ms + 30_000)  # a did not run for 30 s
+    assert a.status()["failure_detector"] == {"local_pauses": 1}
+    assert not a.detector.down_peers()

@@ -972,6 +972,9 @@ class Node(Membership, Repair, Listings):
                 for info in self.cluster.members
             ],
             "requests_in_flight": len(self._requests),
+            # Checks that convicted nobody because this node itself had not run for a
+            # while (core/detector.py): a starved or paused process shows here.
+            "failure_detector": {"local_pauses": self.detector.local_pauses},
             "hints": {
                 "queued": dict(sorted(self.hints.counts.items())),
                 "delivered": self.hints.delivered,
