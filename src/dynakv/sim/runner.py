@@ -151,6 +151,9 @@ class MembershipEvent:
     ok: bool = False
     answer: str = ""  # the error message, or the committed plan's moves
     end_ms: int = -1
+    # A commit whose answer was lost (a timeout) that a later plan through the same
+    # member showed applied (nothing staged any more, a newer ring) by `end_ms`.
+    applied: bool = False
 
 
 @dataclass(slots=True)
@@ -351,6 +354,9 @@ class Simulation:
             if not staged:
                 if plan["ring_version"] > version:  # committed already
                     event.answer = f"nothing staged at ring version {plan['ring_version']}"
+                    lost = [e for e in self.membership if e.what == "commit" and e.via == via]
+                    if lost and not lost[-1].ok:  # applied, though its answer was lost
+                        lost[-1].applied, lost[-1].end_ms = True, self.scheduler.now_ms
                     self._follow_members()
                 else:  # the staged change has not reached `via` yet
                     retry()
@@ -383,7 +389,9 @@ class Simulation:
                 if info.status is ms.Status.VALID and info.name in self.cluster.nodes)
 
     def commits(self) -> list[MembershipEvent]:
-        return [event for event in self.membership if event.what == "commit" and event.ok]
+        """The commits applied: accepted, or shown applied after their answer was lost."""
+        return [event for event in self.membership
+                if event.what == "commit" and (event.ok or event.applied)]
 
     # --- running ----------------------------------------------------------------------
 

@@ -1046,7 +1046,10 @@ def _hot_keys(names: Sequence[str], expected: Ring) -> list[Key]:
 
 
 def _commit_during(sim: Simulation, start_ms: int, end_ms: int) -> list[str]:
-    if not any(start_ms <= event.time_ms and event.end_ms <= end_ms
+    """A commit asked for and applied between the two times. One whose answer was lost
+    counts if it was asked for in time: a later plan showed it applied, but not when."""
+    if not any(start_ms <= event.time_ms and (event.end_ms <= end_ms if event.ok
+                                               else event.time_ms <= end_ms)
                for event in sim.commits()):
         return [f"no commit was accepted between {start_ms} and {end_ms} ms: "
                 f"{[(e.time_ms, e.what, e.via, e.ok, e.answer) for e in sim.membership]}"]
