@@ -288,9 +288,11 @@ class Simulation:
                 self._membership(action.via, f"join {action.node}", api.JoinRequest(
                     action.node, f"{action.node}:sim", self._weight(action.node),
                     self._zone(action.node)))
-            case "leave" | "remove":
-                self._membership(action.via, f"{action.kind} {action.node}",
-                                 api.LeaveRequest(action.node, remove=action.kind == "remove"))
+            case "leave":
+                self._membership(action.via, f"leave {action.node}",
+                                 api.LeaveRequest(action.node))
+            case "remove":
+                self._remove(action.via, action.node, 1)
             case "commit":
                 node = cluster.nodes[action.via].node
                 version = node.cluster.ring.version if node is not None else 0
@@ -332,6 +334,19 @@ class Simulation:
                 then(event, response)
 
         self.workload.admin(via, request, then=done)
+
+    def _remove(self, via: str, node: str, attempt: int) -> None:
+        """`admin remove` of a dead node through `via`; refused while `via` still sees it
+        up (its detector has not convicted it yet), so asked again, as an operator would
+        once `admin status` shows it down."""
+
+        def answered(event: MembershipEvent, response: api.Response | None) -> None:
+            if not event.ok and attempt < COMMIT_ATTEMPTS_MAX:
+                self.scheduler.after(COMMIT_RETRY_MS,
+                                     lambda: self._remove(via, node, attempt + 1))
+
+        self._membership(via, f"remove {node}", api.LeaveRequest(node, remove=True),
+                         then=answered)
 
     def _plan_and_commit(self, via: str, attempt: int, version: int, expected: int) -> None:
         """`admin plan` then `admin commit` of that plan through `via` once it shows the

@@ -1264,7 +1264,7 @@ def _build_remove_dead_node(options: SimOptions) -> tuple[Simulation, Verify]:
     def verify(result: SimResult) -> list[str]:
         failures = _commit_during(sim, RDN_REMOVE_MS, RDN_END_MS)
         removal = [e for e in sim.membership if e.what == f"remove {dead}"]
-        if not removal or not removal[0].ok:
+        if not removal or not removal[-1].ok:
             failures.append(f"the removal of {dead} was not staged: "
                             f"{[(e.time_ms, e.ok, e.answer) for e in removal]}")
         if not _acked(sim, hot, "put", RDN_CRASH_MS, RDN_COMMIT_MS):
