@@ -34,6 +34,13 @@ def status(cluster: ProcessCluster, index: int) -> dict[str, object]:
     return data
 
 
+def member_statuses(data: dict[str, object]) -> dict[str, str]:
+    """Each member's status in a node's /admin/status."""
+    members = data["members"]
+    assert isinstance(members, list)
+    return {member["name"]: member["status"] for member in members}
+
+
 def put_keys(cluster: ProcessCluster) -> None:
     """k0 to k{KEYS-1} = v0..., with w=3, through the first three nodes in turn."""
     for i in range(KEYS):
@@ -125,8 +132,7 @@ def test_a_dead_node_is_removed_and_its_replicas_rebuilt(tmp_path: Path) -> None
         def removed_everywhere() -> bool:
             for index in range(3):
                 data = status(cluster, index)
-                members = {m["name"]: m["status"]
-                           for m in data["members"]}  # type: ignore[attr-defined]
+                members = member_statuses(data)
                 if data["ring_version"] != 2 or members.get("n4", "removed") != "removed":
                     return False
             return True
@@ -156,8 +162,7 @@ def test_a_dead_node_is_removed_and_its_replicas_rebuilt(tmp_path: Path) -> None
         print(admin("commit", "--node", cluster.url(1)))
 
         def told() -> bool:
-            members = {m["name"]: m["status"]
-                       for m in status(cluster, 2)["members"]}  # type: ignore[attr-defined]
+            members = member_statuses(status(cluster, 2))
             got = http("GET", f"{cluster.url(2)}/buckets/m/keys/k0")
             return members["n3"] == "removed" and got.status == 503
 

@@ -187,27 +187,29 @@ def stage_join(state: ClusterState, joiner: MemberInfo) -> ClusterState:
     return _with_member(state, replace(joiner, status=Status.JOINING, version=version))
 
 
-def stage_leave(state: ClusterState, name: str) -> ClusterState:
-    """Stage the graceful departure of a member: at the commit it leaves the ring and
-    hands its data off to the new owners (EXITING), then marks itself REMOVED."""
+def _stage_departure(state: ClusterState, name: str, status: Status,
+                     refused: tuple[Status, ...]) -> ClusterState:
+    """Stage `name`'s departure as `status`, unless it is not a member or is in
+    `refused` already."""
     info = state.member(name)
     if info is None or info.status is Status.REMOVED:
         raise ValueError(f"{name} is not a member")
-    if info.status in (Status.EXITING, Status.REMOVING):
+    if info.status in refused:
         raise ValueError(f"{name} is {info.status.value} already")
-    return _with_member(state, _bump(info, status=Status.LEAVING))
+    return _with_member(state, _bump(info, status=status))
+
+
+def stage_leave(state: ClusterState, name: str) -> ClusterState:
+    """Stage the graceful departure of a member: at the commit it leaves the ring and
+    hands its data off to the new owners (EXITING), then marks itself REMOVED."""
+    return _stage_departure(state, name, Status.LEAVING, (Status.EXITING, Status.REMOVING))
 
 
 def stage_remove(state: ClusterState, name: str) -> ClusterState:
     """Stage the removal of a member that is gone for good (a dead node): at the commit
     it is REMOVED at once, without handing anything off; its replicas are rebuilt from
     the others' copies. Also for a leaver that died while exiting."""
-    info = state.member(name)
-    if info is None or info.status is Status.REMOVED:
-        raise ValueError(f"{name} is not a member")
-    if info.status is Status.REMOVING:
-        raise ValueError(f"{name} is removing already")
-    return _with_member(state, _bump(info, status=Status.REMOVING))
+    return _stage_departure(state, name, Status.REMOVING, (Status.REMOVING,))
 
 
 @dataclass(frozen=True, slots=True)

@@ -147,12 +147,10 @@ def membership_premise(sim: Simulation, expected: Ring, version: int,
             failures.append(f"joiner {joiner.name} owns no partition")
         if keys_held(sim, joiner.name, expected) == 0:
             failures.append(f"joiner {joiner.name} holds no key")
-    for dead in removed:
-        if expected.partitions_of(dead):
-            failures.append(f"removed {dead} still owns {expected.partitions_of(dead)}")
-    for leaver in leavers:
+    for leaver in (*leavers, *removed):
         if expected.partitions_of(leaver):
             failures.append(f"leaver {leaver} still owns {expected.partitions_of(leaver)}")
+    for leaver in leavers:
         if keys_held(sim, leaver, expected):
             failures.append(f"leaver {leaver} still holds "
                             f"{keys_held(sim, leaver, expected)} keys")
