@@ -160,3 +160,21 @@ def test_a_removal_refused_while_the_node_is_still_seen_up_is_asked_again() -> N
     removals = [e for e in sim.membership if e.what == "remove n3"]
     assert len(removals) >= 2 and "is up as seen from" in removals[0].answer
     assert removals[-1].ok
+
+
+def test_an_old_owner_is_crashed_with_a_transfer_in_flight_late_in_the_run() -> None:
+    """join-with-crash, seed 5067 of 5000-5599: n5 crashed at the sync of its first
+    transfer batch only at 1,450 ms and was back at 1,750, and the old owners' batches
+    went out again only at 2,005, after the watch for them had stopped (2,000), so no
+    old owner was crashed with one in flight (the scenario failed its premise). The
+    watch now goes on while a crashed owner still restarts well before the end. If this
+    seed's old owner crashes earlier than 2,000 ms any more, pick another with a sweep."""
+    opts = scenario_options("join-with-crash", 5067)
+    sim, verify = SCENARIOS["join-with-crash"].build(opts)
+    crashes: list[tuple[str, int]] = []
+    sim.cluster.crash_listeners.append(lambda name: crashes.append((name, sim.scheduler.now_ms)))
+    result = sim.run()
+    assert not verify(result) and not result.failed
+    assert crashes[0][0] == "n5"
+    owner_crashes = [at for name, at in crashes if name != "n5"]
+    assert len(owner_crashes) == 1 and owner_crashes[0] > 2_000, crashes

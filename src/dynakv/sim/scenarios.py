@@ -1115,7 +1115,7 @@ def _build_join_under_partition(options: SimOptions) -> tuple[Simulation, Verify
 # join-with-crash: n5 joins; it crashes at the sync of the first transfer batch it
 # merged (it never acknowledges it), and restarts; the transfers, which waited for it,
 # resume, and an old owner crashes while one of its batches is in flight, and restarts.
-JWC_COMMIT_MS, JWC_END_MS, JWC_DOWNTIME_MS = 700, 2_600, 300
+JWC_COMMIT_MS, JWC_END_MS, JWC_DOWNTIME_MS, JWC_RESTART_SPARE_MS = 700, 2_600, 300, 100
 
 
 @dataclass(slots=True)
@@ -1163,7 +1163,9 @@ def _build_join_with_crash(options: SimOptions) -> tuple[Simulation, Verify]:
         now = sim.scheduler.now_ms
         record.joiner_crash_ms, record.joiner_batch_keys = now, len(batch)
         sim.scheduler.after(JWC_DOWNTIME_MS, lambda: sim.cluster.restart(joiner.name))
-        _every(sim, now + JWC_DOWNTIME_MS, JWC_END_MS - 600, 1, watch_owners)
+        # Until the owner, crashed now, would restart with time to spare before the end.
+        _every(sim, now + JWC_DOWNTIME_MS, JWC_END_MS - JWC_DOWNTIME_MS - JWC_RESTART_SPARE_MS,
+               1, watch_owners)
         return "before"
 
     def arm_joiner() -> None:
