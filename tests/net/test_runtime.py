@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import socket
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -81,6 +83,9 @@ def test_quorum_writes_reads_group_commit_and_listing(tmp_path: Path) -> None:
             # Group commit: far fewer storage transactions than writes.
             for runtime in nodes.values():
                 assert runtime.commits < runtime.committed_writes
+                if sys.platform == "linux":  # the commit thread yields to the event loop
+                    policy = runtime._writer.submit(os.sched_getscheduler, 0).result()
+                    assert policy == os.SCHED_BATCH
             keys: list[str] = []
             async for chunk in nodes["c"].stream(api.ListKeysRequest("default", "b")):
                 assert isinstance(chunk, api.ChunkResponse)
