@@ -37,12 +37,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from services import DEBIAN_PACKAGES, ceiling_cluster, dynakv_cluster, ensure_packages
+from services import ceiling_cluster, dynakv_cluster, ensure_packages
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PERF_RATE_HZ = 997
-DEBIAN_PACKAGES.setdefault("perf", "linux-perf")
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:

@@ -33,7 +33,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
-DEBIAN_PACKAGES = {"redis-server": "redis-server", "etcd": "etcd-server"}
+DEBIAN_PACKAGES = {"redis-server": "redis-server", "etcd": "etcd-server",
+                   "perf": "linux-perf"}
 
 
 def free_port() -> int:

@@ -3,7 +3,8 @@
     dynakv node ...            one node (options in docs/operations.md)
     dynakv dev [--nodes 3]     a local cluster in the foreground
     dynakv get|put|delete ...  quick key/value use ($DYNAKV_URL or --url)
-    dynakv admin status|local-get --node URL [--json]
+    dynakv admin status|plan|commit|join|leave|remove|ring|transfers|local-get ...
+                               cluster changes and views (docs/operations.md)
     dynakv bench --url URL --workload A|B|C|W   load, latency percentiles, siblings
 """
 
