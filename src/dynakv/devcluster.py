@@ -237,8 +237,11 @@ def run_dev_add(args: argparse.Namespace) -> int:
 def run_dev(args: argparse.Namespace) -> int:
     cluster = DevCluster(args)
     # Ctrl-C in a terminal reaches the nodes too (same process group); SIGTERM to
-    # dev alone is turned into the same orderly stop.
+    # dev alone is turned into the same orderly stop. SIGINT is handled even when dev
+    # was started with it ignored (a background job of a script inherits that), as
+    # the nodes handle it: Ctrl-C or `kill -INT` always stops the cluster.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     cluster.start()
     try:
         if not cluster.wait_ready(30):

@@ -43,6 +43,16 @@ def free_base_port(nodes: int) -> int:
     raise RuntimeError("no free ports")
 
 
+def stop_dev(dev: subprocess.Popen[bytes]) -> None:
+    """SIGINT, as Ctrl-C would send; killed if it has not stopped within 30 s (its
+    returncode is then None)."""
+    dev.send_signal(signal.SIGINT)
+    try:
+        dev.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        dev.kill()
+
+
 def walkthrough() -> str:
     text = (ROOT / "README.md").read_text()
     section = re.search(r"<!-- walkthrough:start -->(.*?)<!-- walkthrough:end -->", text, re.S)
@@ -112,11 +122,7 @@ def test_dev_cluster_and_readme_walkthrough(tmp_path: Path) -> None:
         assert restarted is not None
         pids.add(restarted)
     finally:
-        dev.send_signal(signal.SIGINT)
-        try:
-            dev.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            dev.kill()
+        stop_dev(dev)
         wait_until_quiet = [pid for pid in pids if alive(pid)]
         for pid in wait_until_quiet:  # never leave a node behind, whatever happened
             os.kill(pid, signal.SIGKILL)
@@ -171,12 +177,31 @@ def test_dev_add_joins_a_weighted_node_and_ctrl_c_stops_it_too(tmp_path: Path) -
 
         wait_until(weighted, 30, "dev4 to own about twice the partitions of the others")
     finally:
-        dev.send_signal(signal.SIGINT)
-        try:
-            dev.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            dev.kill()
+        stop_dev(dev)
         left = [pid for pid in pids if alive(pid)]
         for pid in left:
             os.kill(pid, signal.SIGKILL)
     assert not left, f"Ctrl-C left nodes running: {left}"
+
+
+def test_sigint_stops_dev_even_when_it_started_with_sigint_ignored(tmp_path: Path) -> None:
+    """A process started in the background by a script inherits SIGINT ignored (and
+    Python then leaves it so): dev still stops its nodes on SIGINT, as the nodes do."""
+    base = free_base_port(1)
+    data = tmp_path / "dev"
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "dynakv", "dev", "--nodes", "1", "--base-port", str(base),
+         "--data", str(data)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    pid = 0
+    try:
+        wait_until(lambda: _ping(f"http://127.0.0.1:{base}"), 30, "the node answering")
+        pid = int(json.loads((data / "cluster.json").read_text())["nodes"][0]["pid"])
+    finally:
+        stop_dev(dev)
+        if pid and alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert dev.returncode == 0
+    assert not alive(pid)
