@@ -242,8 +242,8 @@ def run_dev(args: argparse.Namespace) -> int:
     # the nodes handle it: Ctrl-C or `kill -INT` always stops the cluster.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
-    cluster.start()
     try:
+        cluster.start()  # interrupted midway, the nodes started so far are stopped too
         if not cluster.wait_ready(30):
             print("dynakv dev: some nodes did not answer within 30 s; see node.log in each "
                   "data directory", file=sys.stderr)
