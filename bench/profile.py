@@ -102,6 +102,11 @@ def threads_of(pid: int) -> list[int]:
         return []
 
 
+def other_threads(label: str) -> str:
+    """The group of a node's threads other than its event loop."""
+    return f"{label}: other threads (the commit thread)"
+
+
 def thread_labels(processes: dict[int, str]) -> dict[int, str]:
     """Thread id -> what it is: a process's main thread is its event loop; a node's
     others are its commit thread and Python's helper threads."""
@@ -109,7 +114,7 @@ def thread_labels(processes: dict[int, str]) -> dict[int, str]:
     for pid, label in processes.items():
         for tid in threads_of(pid):
             labels[tid] = (label if tid == pid or label == "load generator"
-                           else f"{label}: other threads (the commit thread)")
+                           else other_threads(label))
     return labels
 
 
@@ -234,7 +239,7 @@ def main() -> int:
         elapsed = time.monotonic() - started
         after = {pid: cpu_seconds(pid) for pid in before}
         order = [group for label in labels.values()
-                 for group in (label, f"{label}: other threads (the commit thread)")]
+                 for group in (label, other_threads(label))]
         machine = machine_report(
             perf_rows(perf_data, "pid,dso"), perf_rows(perf_data, "sym", "--dsos",
                                                        "[kernel.kallsyms]"),
